@@ -1,0 +1,1 @@
+"""Typed sample records and their file formats (JSONL + images, FVQA parquet)."""

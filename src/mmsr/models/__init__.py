@@ -1,0 +1,1 @@
+"""Policies: any transformers Qwen-VL checkpoint, and the built-in nano policy."""

@@ -1,0 +1,1 @@
+"""Search tools: image search and text search over local indexes or the web."""

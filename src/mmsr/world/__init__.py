@@ -1,0 +1,1 @@
+"""The embedded offline world: factbook countries, flag images, pages and questions."""
