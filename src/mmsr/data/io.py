@@ -1,0 +1,58 @@
+"""Read, write and convert sample files; the format follows the suffix.
+
+- `.parquet`: MMSearch-R1's FVQA layout (see `mmsr.data.fvqa`).
+- `.jsonl`: one Sample per line, images as files beside it (see `mmsr.data.jsonl`).
+
+Reading checks every row and decodes every image; a bad one raises `DataError` naming
+the file and the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from mmsr.data.errors import DataError
+from mmsr.data.fvqa import iter_parquet, write_parquet
+from mmsr.data.jsonl import iter_jsonl, write_jsonl
+from mmsr.data.record import Sample
+
+SUFFIXES = (".jsonl", ".parquet")
+
+
+def _format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"unsupported file type {suffix!r} (expected one of {SUFFIXES})", path=path)
+    return suffix
+
+
+def iter_samples(path: Path, check_images: bool = True) -> Iterator[Sample]:
+    """Samples of a file one at a time (parquet is read in small batches)."""
+    path = Path(path)
+    suffix = _format(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if suffix == ".parquet":
+        return iter_parquet(path, check_images=check_images)
+    return iter_jsonl(path, check_images=check_images)
+
+
+def read_samples(path: Path, check_images: bool = True) -> list[Sample]:
+    """All samples of a `.jsonl` or `.parquet` file."""
+    return list(iter_samples(path, check_images=check_images))
+
+
+def write_samples(samples: Sequence[Sample], path: Path) -> int:
+    """Write samples to a `.jsonl` (+ image folder) or `.parquet` file; returns the count."""
+    path = Path(path)
+    if _format(path) == ".parquet":
+        return write_parquet(samples, path)
+    return write_jsonl(samples, path)
+
+
+def convert(src: Path, dst: Path) -> int:
+    """Read `src` and write it to `dst` (formats from the suffixes); returns the count."""
+    src, dst = Path(src), Path(dst)
+    _format(dst)  # refuse a bad destination before reading a large source
+    return write_samples(read_samples(src), dst)
