@@ -106,8 +106,12 @@ def generate(
     from mmsr.models.generate import chat_once
     from mmsr.models.loading import load_policy
 
-    policy = load_policy(model)
-    typer.echo(chat_once(policy, prompt, image=image, max_new_tokens=max_new_tokens))
+    try:
+        policy = load_policy(model, console=console)
+        reply = chat_once(policy, prompt, image=image, max_new_tokens=max_new_tokens)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(reply)
 
 
 @app.command("demo")
