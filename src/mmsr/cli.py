@@ -72,7 +72,7 @@ def data_inspect(
     from mmsr.data.inspect import inspect_file, render_inspection
 
     try:
-        report = inspect_file(file)
+        report = inspect_file(file, console=None if as_json else console)
     except (DataError, FileNotFoundError) as err:
         _fail(str(err))
     _print_json(report) if as_json else render_inspection(report, console)
@@ -88,7 +88,7 @@ def data_convert(
     from mmsr.data.io import convert
 
     try:
-        n = convert(src, dst)
+        n = convert(src, dst, console=console)
     except (DataError, FileNotFoundError) as err:
         _fail(str(err))
     console.print(f"wrote {n} samples to {dst}")

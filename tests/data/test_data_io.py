@@ -12,6 +12,7 @@ from mmsr.data.errors import DataError
 from mmsr.data.fvqa import question_from_prompt
 from mmsr.data.io import convert, read_samples, write_samples
 from mmsr.data.jsonl import images_dir
+from mmsr.data.record import SampleImage
 
 
 def _rows(path: Path) -> list[dict]:
@@ -211,3 +212,15 @@ def test_writing_refuses_bad_samples_and_suffixes(scratch_samples, tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match=r"junk\.parquet: cannot read as parquet"):
         read_samples(tmp_path / "junk.parquet")
+
+
+def test_path_only_images_resolve_beside_the_file(scratch_samples, tmp_path):
+    (tmp_path / "flag.png").write_bytes(scratch_samples[0].images[0].bytes)
+    sample = scratch_samples[0]
+    sample.images = [SampleImage(path="flag.png")]  # relative to the data file's folder
+    for name in ("paths.parquet", "paths.jsonl"):
+        write_samples([sample], tmp_path / name)
+        assert read_samples(tmp_path / name)[0].images == [SampleImage(path="flag.png")]
+    (tmp_path / "flag.png").unlink()
+    with pytest.raises(DataError, match=r"paths\.parquet: row 0 .*image 0: image file not found"):
+        read_samples(tmp_path / "paths.parquet")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmsr.data.images import image_bytes, image_info
-from mmsr.data.io import iter_samples
+from mmsr.data.io import iter_samples, tracked
 from mmsr.data.record import Sample
 
 UNSET = "(unset)"  # count key for samples without a category / tools / split
@@ -34,17 +34,18 @@ def _example(sample: Sample, base_dir: Path) -> dict[str, Any]:
     return example
 
 
-def inspect_file(path: Path) -> dict[str, Any]:
+def inspect_file(path: Path, console: Console | None = None) -> dict[str, Any]:
     """A JSON-ready summary of a `.jsonl` / `.parquet` sample file (reads it once, streaming).
 
     Raises DataError naming the row if any row or image is bad: inspecting is also checking.
+    A progress bar goes to `console` when one is given.
     """
     path = Path(path)
     counts: dict[str, Counter] = {
         key: Counter() for key in ("category", "source", "tools", "split", "images")
     }
     total, example = 0, None
-    for sample in iter_samples(path):
+    for sample in tracked(iter_samples(path), path, console, verb="checking"):
         total += 1
         counts["category"][sample.category or UNSET] += 1
         counts["source"][sample.source or UNSET] += 1

@@ -12,6 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import track
+
 from mmsr.data.errors import DataError
 from mmsr.data.fvqa import iter_parquet, write_parquet
 from mmsr.data.jsonl import iter_jsonl, write_jsonl
@@ -51,8 +56,32 @@ def write_samples(samples: Sequence[Sample], path: Path) -> int:
     return write_jsonl(samples, path)
 
 
-def convert(src: Path, dst: Path) -> int:
-    """Read `src` and write it to `dst` (formats from the suffixes); returns the count."""
+def count_rows(path: Path) -> int | None:
+    """Rows of a parquet file from its footer (cheap); None for JSONL or an unreadable file."""
+    if _format(path) != ".parquet":
+        return None
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowInvalid, OSError):
+        return None  # the reader itself reports the broken file, naming it
+
+
+def tracked(
+    samples: Iterator[Sample], path: Path, console: Console | None, verb: str = "reading"
+) -> Iterator[Sample]:
+    """`samples` with a transient rich progress bar on `console` (if it is a terminal)."""
+    if console is None or not console.is_terminal:
+        return samples
+    description = f"{verb} {Path(path).name}"
+    return track(samples, description, total=count_rows(path), console=console, transient=True)
+
+
+def convert(src: Path, dst: Path, console: Console | None = None) -> int:
+    """Read `src` and write it to `dst` (formats from the suffixes); returns the count.
+
+    The whole file is held in memory once (writing parquet infers one schema for all rows).
+    """
     src, dst = Path(src), Path(dst)
     _format(dst)  # refuse a bad destination before reading a large source
-    return write_samples(read_samples(src), dst)
+    samples = list(tracked(iter_samples(src), src, console))
+    return write_samples(samples, dst)
