@@ -20,6 +20,10 @@ world_app = typer.Typer(help="The embedded offline world (countries, flags, page
 data_app = typer.Typer(help="Sample files: JSONL + images, FVQA parquet.")
 app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
+search_app = typer.Typer(help="Image and text search: local index, web APIs or a search server.")
+serve_app = typer.Typer(help="Long-running servers (the shared search server).")
+app.add_typer(search_app, name="search")
+app.add_typer(serve_app, name="serve")
 
 console = Console()
 
@@ -92,6 +96,151 @@ def data_convert(
     except (DataError, FileNotFoundError) as err:
         _fail(str(err))
     console.print(f"wrote {n} samples to {dst}")
+
+
+# ---------------------------------------------------------------- search / serve
+_SEARCH_CONFIG_HELP = "Search config YAML (see mmsr.search.config.SearchConfig)."
+
+
+def _search_config(config: Path | None, **overrides):
+    from mmsr.search.config import SearchConfig
+
+    try:
+        return SearchConfig.load(config, **overrides)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+
+
+def _show_search(response, as_json: bool, title: str) -> None:
+    from mmsr.search.render import render_response, response_json
+
+    _print_json(response_json(response)) if as_json else render_response(
+        response, console, title=title
+    )
+    if response.error:
+        raise typer.Exit(code=1)
+
+
+def _build_tools(cfg, *, image: bool, text: bool):
+    from mmsr.search.errors import SearchError
+    from mmsr.search.tools import make_tools
+
+    try:
+        return make_tools(cfg, image=image, text=text)
+    except (SearchError, RuntimeError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+
+
+@search_app.command("image")
+def search_image(
+    image: str = typer.Argument(..., help="Image file, or an http(s) image URL (serpapi)."),
+    k: int = typer.Option(5, "--k", help="Results to return."),
+    backend: str = typer.Option(None, help="local | serpapi | remote (default: config, local)."),
+    server: str = typer.Option(None, help="Search server URL for --backend remote."),
+    config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Skip the persistent cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Pages whose images look like IMAGE (the paper's image search tool)."""
+    cfg = _search_config(
+        config, image_backend=backend, remote_url=server, cache=False if no_cache else None
+    )
+    image_bytes, image_url = None, None
+    if image.startswith(("http://", "https://")):
+        image_url = image
+    else:
+        path = Path(image)
+        if not path.is_file():
+            _fail(f"image file not found: {path}")
+        image_bytes = path.read_bytes()
+    tools = _build_tools(cfg, image=True, text=False)
+    try:
+        response = tools.image.search(image_bytes, image_url=image_url, k=k)
+    finally:
+        tools.close()
+    _show_search(response, as_json, f"image search: {image}")
+
+
+@search_app.command("text")
+def search_text(
+    query: str = typer.Argument(..., help="The search query."),
+    k: int = typer.Option(5, "--k", help="Results to return."),
+    backend: str = typer.Option(
+        None, help="local | serpapi | searxng | remote (default: config, local)."
+    ),
+    server: str = typer.Option(None, help="Search server URL for --backend remote."),
+    summarizer: str = typer.Option(None, help="extractive | llm | none (default: extractive)."),
+    config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Skip the persistent cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Pages relevant to QUERY, read and summarised (the paper's text search tool)."""
+    cfg = _search_config(
+        config,
+        text_backend=backend,
+        remote_url=server,
+        summarizer=summarizer,
+        cache=False if no_cache else None,
+    )
+    tools = _build_tools(cfg, image=False, text=True)
+    try:
+        response = tools.text.search(query, k=k)
+    finally:
+        tools.close()
+    _show_search(response, as_json, f"text search: {query}")
+
+
+@serve_app.command("search")
+def serve_search(
+    host: str = typer.Option("127.0.0.1", help="Interface; non-loopback needs a token."),
+    port: int = typer.Option(8765, help="TCP port."),
+    backend: str = typer.Option(
+        None, help="Backend of both tools (image falls back to the config's for searxng)."
+    ),
+    token: str = typer.Option(
+        None, envvar="MMSR_SEARCH_TOKEN", help="Bearer token clients must send."
+    ),
+    max_concurrency: int = typer.Option(8, help="Searches at once; more get 503 at once."),
+    request_timeout: float = typer.Option(60.0, help="Seconds before a search gets 504."),
+    config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
+) -> None:
+    """Serve image and text search over HTTP for many rollout workers (one index, one cache)."""
+    from mmsr.search.config import IMAGE_BACKENDS
+    from mmsr.search.server import ServerConfig, check_bind, create_app, serve
+
+    server_config = ServerConfig(
+        host=host,
+        port=port,
+        token=token or None,
+        max_concurrency=max_concurrency,
+        request_timeout_s=request_timeout,
+    )
+    try:
+        check_bind(host, server_config.token)  # before loading any index
+    except ValueError as err:
+        _fail(str(err))
+    image_backend = backend if backend in IMAGE_BACKENDS else None
+    cfg = _search_config(config, image_backend=image_backend, text_backend=backend)
+    tools = _build_tools(cfg, image=True, text=True)
+    try:
+        app_ = create_app(
+            tools.image,
+            tools.text,
+            config=server_config,
+            stats=tools.stats,
+            backend_names={"image": cfg.image_backend, "text": cfg.text_backend},
+        )
+    except ValueError as err:
+        _fail(str(err))
+    console.print(
+        f"serving search on http://{host}:{port} (image: {cfg.image_backend}, text: "
+        f"{cfg.text_backend}, max concurrency {max_concurrency}"
+        f"{', token required' if server_config.token else ''})"
+    )
+    try:
+        serve(app_, server_config)
+    finally:
+        tools.close()
 
 
 # ---------------------------------------------------------------- models / demo

@@ -8,6 +8,7 @@ class SearchError(RuntimeError):
 
     def __init__(self, message: str, *, backend: str = "", retryable: bool = False):
         super().__init__(f"[{backend}] {message}" if backend else message)
+        self.message = message  # without the backend prefix, for re-wrapping
         self.backend = backend
         self.retryable = retryable
 

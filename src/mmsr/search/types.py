@@ -24,6 +24,18 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchResult:
+        """Inverse of `to_dict`; unknown keys are ignored, missing optional ones default."""
+        return cls(
+            title=str(data.get("title") or ""),
+            url=str(data.get("url") or ""),
+            snippet=str(data.get("snippet") or ""),
+            summary=str(data.get("summary") or ""),
+            thumbnail=str(data.get("thumbnail") or ""),
+            score=float(data.get("score") or 0.0),
+        )
+
 
 @dataclass
 class SearchResponse:
@@ -42,6 +54,25 @@ class SearchResponse:
             "cached": self.cached,
             "latency_ms": round(self.latency_ms, 3),
         }
+
+    @property
+    def error(self) -> str | None:
+        """Why the tool could not search (then `results` is empty), else None.
+
+        Tools never raise on a backend failure; they return a response whose `extra` holds
+        `error` (message), `error_type` (the `SearchError` class name) and `retryable`.
+        """
+        return self.extra.get("error")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchResponse:
+        """Inverse of `to_dict` (e.g. a server's JSON answer)."""
+        return cls(
+            results=[SearchResult.from_dict(r) for r in data.get("results") or []],
+            backend=str(data.get("backend") or ""),
+            cached=bool(data.get("cached", False)),
+            latency_ms=float(data.get("latency_ms") or 0.0),
+        )
 
 
 @runtime_checkable

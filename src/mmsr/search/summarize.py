@@ -1,0 +1,202 @@
+"""Query-focused summaries of page text: the last step of the paper's text-search pipeline.
+
+- `ExtractiveSummarizer` (default): no model. Splits the page into sentences, scores each
+  with BM25 weights of the query's terms (idf over the page's sentences, so a term that is
+  everywhere on the page counts little), keeps the best sentences up to a length cap, and
+  prints them in page order so they still read as prose.
+- `LLMSummarizer`: any OpenAI-compatible `/chat/completions` endpoint (vLLM, OpenAI, ...)
+  with our own prompt; the page text is capped before sending.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from typing import Protocol
+
+import httpx
+
+from mmsr.search import web_http
+from mmsr.search.errors import MalformedResponse
+
+_WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
+# Sentence ends: . ! ? followed by space and an upper-case letter, digit or quote; lines
+# break sentences too (factbook-style "Field: value" paragraphs have no final period).
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+# Words that carry no topic: they must not make a sentence look relevant.
+_STOPWORD_TEXT = """a an the of in on at to for from by with and or is are was were be been being
+what which who whom whose when where why how does do did this that these those it its as about
+into than then there their them they he she his her i you your we our can could would should
+will shall may might not no yes s"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+class Summarizer(Protocol):
+    name: str
+
+    def summarize(self, query: str, text: str, *, title: str = "") -> str:
+        """A summary of `text` focused on `query` ('' when nothing in it is relevant)."""
+        ...
+
+
+def terms(text: str) -> list[str]:
+    """Lower-cased word tokens with a light plural strip ("flags" -> "flag")."""
+    out = []
+    for word in _WORD_RE.findall(text.lower()):
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        out.append(word)
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    sentences = []
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            sentences.extend(s.strip() for s in _SENTENCE_END_RE.split(line) if s.strip())
+    return sentences
+
+
+class ExtractiveSummarizer:
+    """Best query-matching sentences of the page, in page order, at most `max_chars`."""
+
+    name = "extractive"
+
+    def __init__(self, max_chars: int = 600, k1: float = 1.2, b: float = 0.75):
+        if max_chars < 20:
+            raise ValueError(f"ExtractiveSummarizer: max_chars={max_chars} is too small (>= 20)")
+        self.max_chars, self.k1, self.b = max_chars, k1, b
+        self.cache_id = f"extractive:{max_chars}"
+
+    def summarize(self, query: str, text: str, *, title: str = "") -> str:
+        sentences = split_sentences(text)
+        if not sentences:
+            return ""
+        query_terms = [t for t in dict.fromkeys(terms(query)) if t not in STOPWORDS]
+        scores = self._scores(query_terms, sentences) if query_terms else [0.0] * len(sentences)
+        if max(scores) <= 0:
+            # Nothing matches: the page's opening is the most useful thing to show.
+            order = list(range(len(sentences)))
+        else:
+            # Best first; ties go to the earlier sentence (pages put key facts first).
+            order = sorted(
+                (i for i, s in enumerate(scores) if s > 0), key=lambda i: (-scores[i], i)
+            )
+        chosen: list[int] = []
+        used = 0
+        for index in order:
+            cost = len(sentences[index]) + (1 if chosen else 0)
+            if used + cost > self.max_chars:
+                if not chosen:  # a single long best sentence: keep its beginning
+                    return _cut(sentences[index], self.max_chars)
+                continue
+            chosen.append(index)
+            used += cost
+        return " ".join(sentences[i] for i in sorted(chosen))
+
+    def _scores(self, query_terms: list[str], sentences: list[str]) -> list[float]:
+        tokenised = [terms(s) for s in sentences]
+        n = len(sentences)
+        avg_len = sum(len(t) for t in tokenised) / n or 1.0
+        doc_freq = Counter(t for tokens in tokenised for t in set(tokens) if t in query_terms)
+        idf = {t: math.log(1 + (n - doc_freq[t] + 0.5) / (doc_freq[t] + 0.5)) for t in doc_freq}
+        scores = []
+        for tokens in tokenised:
+            counts = Counter(tokens)
+            norm = self.k1 * (1 - self.b + self.b * len(tokens) / avg_len)
+            scores.append(
+                sum(
+                    idf[t] * counts[t] * (self.k1 + 1) / (counts[t] + norm)
+                    for t in query_terms
+                    if counts[t]
+                )
+            )
+        return scores
+
+
+def _cut(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > max_chars // 2 else cut).rstrip() + "…"
+
+
+SYSTEM_PROMPT = (
+    "You condense one web page for a question-answering agent that cannot read the page "
+    "itself. Write at most {max_sentences} short sentences holding the facts from the page "
+    "that bear on the search query: names, numbers, dates, places, definitions. Use only "
+    "the page text; never add knowledge of your own and never guess. Keep numbers and names "
+    "exactly as written. If the page says nothing relevant to the query, answer exactly "
+    "NO RELEVANT INFORMATION. Plain text, no preamble, no lists."
+)
+NO_INFO = "NO RELEVANT INFORMATION"
+_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+class LLMSummarizer:
+    """Summaries written by a chat model behind an OpenAI-compatible endpoint."""
+
+    name = "llm"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        key_env: str = "OPENAI_API_KEY",
+        max_chars: int = 600,
+        max_sentences: int = 4,
+        max_input_chars: int = 12_000,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        if not model:
+            raise ValueError("LLMSummarizer: set llm_model (the model name the endpoint serves)")
+        key = api_key if api_key is not None else os.environ.get(key_env, "").strip()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.max_chars, self.max_sentences = max_chars, max_sentences
+        self.max_input_chars = max_input_chars
+        self._client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
+        self.cache_id = f"llm:{self.url}:{model}:{max_sentences}:{max_chars}"
+
+    def messages(self, query: str, text: str, title: str = "") -> list[dict[str, str]]:
+        page = text[: self.max_input_chars]
+        user = (
+            f"Search query: {query}\nPage title: {title or '(none)'}\nPage text:\n<<<\n{page}\n>>>"
+        )
+        system = SYSTEM_PROMPT.format(max_sentences=self.max_sentences)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def summarize(self, query: str, text: str, *, title: str = "") -> str:
+        payload = {
+            "model": self.model,
+            "messages": self.messages(query, text, title),
+            "temperature": 0.0,
+            "max_tokens": max(64, self.max_chars // 2),
+        }
+        response = web_http.send(self._client, "POST", self.url, backend="llm", json=payload)
+        web_http.raise_for_status(response, backend="llm")
+        data = web_http.json_body(response, backend="llm")
+        try:
+            content = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as err:
+            raise MalformedResponse(
+                f"{self.url} answered without choices[0].message.content", backend="llm"
+            ) from err
+        if not isinstance(content, str):
+            raise MalformedResponse(f"{self.url}: message content is not text", backend="llm")
+        # Reasoning models may wrap their thoughts in <think> tags; only the answer counts.
+        summary = " ".join(_THINK_RE.sub("", content).split())
+        if summary.rstrip(".").upper() == NO_INFO:
+            return ""
+        return _cut(summary, self.max_chars)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,109 @@
+"""Extractive and LLM summarisers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmsr.search.errors import BackendUnavailable, MalformedResponse
+from mmsr.search.summarize import (
+    ExtractiveSummarizer,
+    LLMSummarizer,
+    split_sentences,
+    terms,
+)
+
+from .conftest import Reply
+
+PAGE = """France — Overview
+France is a country in Western Europe. It has many regions.
+Capital: Paris
+Population: 68,521,974 (2024 est.)
+The national flag is a vertical tricolour of blue, white and red. The flag dates from 1794.
+Official language: French
+Currency: euro (EUR)"""
+
+
+def test_sentence_split_and_terms():
+    assert split_sentences("One here. Two there!\nThree: x") == [
+        "One here.",
+        "Two there!",
+        "Three: x",
+    ]
+    assert terms("The Flags of France's regions") == ["the", "flag", "of", "france", "s", "region"]
+
+
+def test_extractive_picks_query_sentences_in_page_order():
+    summary = ExtractiveSummarizer(max_chars=120).summarize("What is the capital of France?", PAGE)
+    assert "Capital: Paris" in summary
+    summary = ExtractiveSummarizer(max_chars=200).summarize("flag colours and year", PAGE)
+    assert summary.startswith("The national flag") and "1794" in summary
+    assert "Currency" not in summary
+
+
+def test_extractive_keeps_page_order_and_cap():
+    summarizer = ExtractiveSummarizer(max_chars=100)
+    summary = summarizer.summarize("population currency", PAGE)
+    assert len(summary) <= 100
+    assert summary.index("Population") < summary.index("Currency")
+
+
+def test_extractive_rare_terms_outweigh_common_ones():
+    text = "France is large. France is old. France borders Spain. Paris is in France."
+    summary = ExtractiveSummarizer(max_chars=25).summarize("France Spain", text)
+    assert summary == "France borders Spain."
+
+
+def test_extractive_without_overlap_returns_the_opening():
+    summary = ExtractiveSummarizer(max_chars=60).summarize("zebra quantum", PAGE)
+    assert summary.startswith("France — Overview")
+    assert ExtractiveSummarizer().summarize("anything", "") == ""
+
+
+def test_extractive_cuts_one_long_sentence_at_a_word():
+    long = "Capital " + "word " * 200 + "end."
+    summary = ExtractiveSummarizer(max_chars=50).summarize("capital", long)
+    assert len(summary) <= 50 and summary.endswith("…")
+
+
+def chat_reply(content):
+    return Reply(
+        200,
+        {
+            "id": "x",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+        },
+    )
+
+
+def test_llm_summarizer_sends_our_prompt_and_parses(fake_http, monkeypatch):
+    monkeypatch.setenv("MY_LLM_KEY", "sk-test")
+    fake_http.route("/v1/chat/completions", chat_reply("<think>hmm</think> Paris is the capital."))
+    llm = LLMSummarizer(base_url=f"{fake_http.url}/v1", model="qwen", key_env="MY_LLM_KEY")
+    assert llm.summarize("capital of France", PAGE, title="France") == "Paris is the capital."
+    seen = fake_http.requests[-1]
+    assert seen.headers["authorization"] == "Bearer sk-test"
+    payload = json.loads(seen.body)
+    assert payload["model"] == "qwen" and payload["temperature"] == 0.0
+    system, user = payload["messages"]
+    assert "only the page text" in system["content"]
+    assert "capital of France" in user["content"] and "Population: 68,521,974" in user["content"]
+
+
+def test_llm_no_information_means_empty_summary(fake_http):
+    fake_http.route("/v1/chat/completions", chat_reply("NO RELEVANT INFORMATION."))
+    llm = LLMSummarizer(base_url=f"{fake_http.url}/v1", model="m", api_key="")
+    assert llm.summarize("q", "text") == ""
+
+
+def test_llm_failures_are_typed(fake_http):
+    llm = LLMSummarizer(base_url=f"{fake_http.url}/v1", model="m", api_key="")
+    fake_http.route("/v1/chat/completions", Reply(500, {"error": {"message": "CUDA OOM"}}))
+    with pytest.raises(BackendUnavailable, match="CUDA OOM"):
+        llm.summarize("q", "text")
+    fake_http.route("/v1/chat/completions", Reply(200, {"choices": []}))
+    with pytest.raises(MalformedResponse, match="choices"):
+        llm.summarize("q", "text")
+    with pytest.raises(ValueError, match="llm_model"):
+        LLMSummarizer(base_url="http://x/v1", model="")
