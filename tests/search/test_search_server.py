@@ -62,6 +62,13 @@ def make_server(tmp_path, text_backend=None, **server_options):
     return BackgroundServer(create_app(image, text, config=config, stats=stats), config)
 
 
+def wait_for_in_flight(url: str, n: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{url}/stats").json()["server"]["in_flight"] != n:
+        assert time.monotonic() < deadline, f"in_flight never reached {n}"
+        time.sleep(0.01)
+
+
 def test_bind_policy():
     assert is_loopback_host("127.0.0.1") and is_loopback_host("::1")
     assert is_loopback_host("localhost") and is_loopback_host("127.3.4.5")
@@ -127,7 +134,7 @@ def test_overload_answers_503_at_once(tmp_path):
 
         first = threading.Thread(target=slow_request)
         first.start()
-        time.sleep(0.2)  # the first search now holds the only slot
+        wait_for_in_flight(server.url, 1)  # the first search now holds the only slot
         started = time.perf_counter()
         busy = httpx.post(f"{server.url}/search/text", json={"query": "b"}, timeout=10)
         waited = time.perf_counter() - started
@@ -151,7 +158,7 @@ def test_slow_search_gets_504_and_frees_its_slot_later(tmp_path):
     ) as server:
         response = httpx.post(f"{server.url}/search/text", json={"query": "a"}, timeout=10)
         assert response.status_code == 504 and response.json()["error"]["type"] == "SearchTimeout"
-        time.sleep(0.6)  # the thread finishes; its slot frees
+        wait_for_in_flight(server.url, 0)  # the thread finishes; its slot frees
         backend.delay_s = 0.0
         assert (
             httpx.post(f"{server.url}/search/text", json={"query": "b"}, timeout=10).status_code

@@ -120,6 +120,13 @@ class TextPipeline:
             summary = result.snippet
         return replace(result, summary=summary), problem
 
+    def close(self) -> None:
+        """Close the HTTP clients of the web reader and the summariser."""
+        for part in (getattr(self.reader, "web", None), self.summarizer):
+            close = getattr(part, "close", None)
+            if callable(close):
+                close()
+
     def _count(self, *, ok: bool) -> None:
         # Only model calls cost anything; the extractive summariser is free arithmetic.
         if self.cost is not None and getattr(self.summarizer, "name", "") == "llm":
