@@ -41,7 +41,8 @@ def _fail(message: str) -> None:
 @world_app.command("info")
 def world_info(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Counts of entities, pages and questions by type and split."""
-    from mmsr.world.info import render_info, world_info as compute
+    from mmsr.world.info import render_info
+    from mmsr.world.info import world_info as compute
 
     info = compute()
     _print_json(info) if as_json else render_info(info, console)
