@@ -1,0 +1,1 @@
+"""Evaluation: direct / RAG / on-demand runs, judges, metrics, reports and the viewer."""
