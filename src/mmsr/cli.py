@@ -244,6 +244,133 @@ def serve_search(
         tools.close()
 
 
+# ---------------------------------------------------------------- eval / data balance
+@app.command("eval")
+def eval_(
+    model: str = typer.Option("nano", help="'nano' or a local checkpoint folder."),
+    data: str = typer.Option("world:test", help="world:test|val|train|all, or a .parquet/.jsonl."),
+    mode: str = typer.Option("ondemand", help="direct | rag | ondemand."),
+    out: Path = typer.Option(None, help="Folder for report.md/.html, viewer.html, trajectories."),
+    limit: int = typer.Option(None, help="Evaluate only the first N questions."),
+    judge: str = typer.Option("rule", help="rule (EM/SubEM, offline) | llm (OpenAI-compatible)."),
+    judge_url: str = typer.Option("", help="LLM judge base URL, e.g. http://127.0.0.1:8000/v1."),
+    judge_model: str = typer.Option("", help="LLM judge model name."),
+    judge_key_env: str = typer.Option("OPENAI_API_KEY", help="Env var holding the judge key."),
+    judge_on_error: str = typer.Option("fallback", help="fallback (rule verdict) | fail."),
+    match: str = typer.Option("em", help="Rule judge: em | subem."),
+    rag_query: str = typer.Option("question", help="rag mode text query: question | model."),
+    max_turns: int = typer.Option(3, help="ondemand: turns per question."),
+    max_image_search: int = typer.Option(1, help="ondemand: image searches allowed."),
+    max_text_search: int = typer.Option(2, help="ondemand: text searches allowed."),
+    max_new_tokens: int = typer.Option(256, help="Tokens per turn at most."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    batch_size: int = typer.Option(8, help="Questions rolled out at once."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    search_config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
+    device: str = typer.Option(None, help="cpu | cuda (default: GPU if any)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Evaluate a policy: accuracy, search ratio, answer behaviour (direct, rag, ondemand)."""
+    from mmsr.eval.commands import JudgeOptions, run_eval
+    from mmsr.eval.judges import JudgeError
+    from mmsr.eval.modes import EvalConfig
+    from mmsr.eval.report import markdown_table, summary_rows
+
+    try:
+        config = EvalConfig(
+            mode=mode,
+            max_turns=max_turns,
+            max_image_search=max_image_search,
+            max_text_search=max_text_search,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            batch_size=batch_size,
+            rag_query=rag_query,
+            match=match,
+        )
+        judge_options = JudgeOptions(judge, judge_url, judge_model, judge_key_env, judge_on_error)
+        metrics = run_eval(
+            model=model,
+            data=data,
+            config=config,
+            out=out,
+            limit=limit,
+            judge=judge_options,
+            search_config=search_config,
+            device=device,
+            console=None if as_json else console,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError, JudgeError) as err:
+        _fail(str(err))
+    if as_json:
+        _print_json(metrics)
+        return
+    console.print(markdown_table(summary_rows(metrics, "qtype")))
+    if out is not None:
+        console.print(f"reports in {out} (report.html, viewer.html)")
+
+
+@data_app.command("balance")
+def data_balance(
+    model: str = typer.Option("nano", help="The preliminary model: 'nano' or a checkpoint."),
+    data: str = typer.Option("world:train", help="world:<split>, or a .parquet/.jsonl."),
+    out: Path = typer.Option(..., help="Output FVQA .parquet (decisions go to .balance.json)."),
+    k: int = typer.Option(5, "--k", help="Answers per question without search."),
+    threshold: int = typer.Option(3, help="Right at least this often of k: search_free."),
+    rag_k: int = typer.Option(1, help="RAG answers per search_required question (0: keep all)."),
+    target_ratio: float = typer.Option(
+        1.0, help="search_required : search_free after balancing (<= 0: no balancing)."
+    ),
+    temperature: float = typer.Option(1.0, help="Sampling temperature of the k answers."),
+    max_new_tokens: int = typer.Option(128, help="Tokens per turn at most."),
+    batch_size: int = typer.Option(8, help="Questions rolled out at once."),
+    limit: int = typer.Option(None, help="Use only the first N questions."),
+    match: str = typer.Option("em", help="em | subem."),
+    seed: int = typer.Option(0, help="Seeds sampling and downsampling."),
+    search_config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
+    device: str = typer.Option(None, help="cpu | cuda (default: GPU if any)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Search-balanced data (FVQA method): classify by a preliminary model, drop, rebalance."""
+    from mmsr.data.balance import BalanceConfig
+    from mmsr.eval.commands import run_balance
+    from mmsr.eval.modes import EvalConfig
+
+    try:
+        balance = BalanceConfig(
+            k=k,
+            threshold=threshold,
+            rag_k=rag_k,
+            target_ratio=target_ratio if target_ratio > 0 else None,
+            seed=seed,
+            match=match,
+        )
+        eval_config = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, match=match)
+        counts = run_balance(
+            model=model,
+            data=data,
+            out=out,
+            balance=balance,
+            eval_config=eval_config,
+            temperature=temperature,
+            limit=limit,
+            search_config=search_config,
+            device=device,
+            console=None if as_json else console,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(str(err))
+    if as_json:
+        _print_json(counts)
+        return
+    console.print(
+        f"wrote {counts['output']} samples to {out}: {counts['output_categories']} "
+        f"(dropped {counts['dropped_unanswerable']} unanswerable, "
+        f"{counts['dropped_balance']} to balance)"
+    )
+
+
 # ---------------------------------------------------------------- models / demo
 @app.command("generate")
 def generate(

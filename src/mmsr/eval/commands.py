@@ -1,0 +1,133 @@
+"""What `mmsr eval` and `mmsr data balance` do, so that `cli.py` stays a thin option parser.
+
+Both raise `ValueError` / `FileNotFoundError` / `RuntimeError` with a message naming the
+bad option or file; the CLI turns those into a clean error exit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mmsr.eval.modes import EvalConfig
+
+
+@dataclass
+class JudgeOptions:
+    kind: str = "rule"  # "rule" | "llm"
+    url: str = ""  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
+    model: str = ""
+    key_env: str = "OPENAI_API_KEY"
+    on_error: str = "fallback"  # "fallback" | "fail"
+
+    def build(self):
+        from mmsr.eval.judges import LLMJudge
+
+        if self.kind == "rule":
+            return None
+        if self.kind != "llm":
+            raise ValueError(f"--judge {self.kind!r} must be 'rule' or 'llm'")
+        if self.on_error not in ("fallback", "fail"):
+            raise ValueError(f"--judge-on-error {self.on_error!r} must be 'fallback' or 'fail'")
+        if not self.url:
+            raise ValueError("--judge llm needs --judge-url (an OpenAI-compatible base URL)")
+        return LLMJudge(base_url=self.url, model=self.model, key_env=self.key_env)
+
+
+def _tools(mode: str, search_config: Path | None, needs_search: bool = True):
+    from mmsr.search.config import SearchConfig
+    from mmsr.search.tools import make_tools
+
+    config = SearchConfig.load(search_config)
+    if not needs_search or mode == "direct":
+        return make_tools(config, image=False, text=False)  # no index to load
+    return make_tools(config)
+
+
+def run_eval(
+    *,
+    model: str,
+    data: str,
+    config: EvalConfig,
+    out: Path | None,
+    limit: int | None,
+    judge: JudgeOptions,
+    search_config: Path | None = None,
+    device: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """The metrics of one run; writes the reports and viewer under `out` when given."""
+    from mmsr.eval.run import evaluate, write_run
+    from mmsr.eval.samples import load_eval_samples
+    from mmsr.models.loading import load_policy
+
+    samples = load_eval_samples(data, limit)
+    llm_judge = judge.build()  # bad judge options fail before the model loads
+    policy = load_policy(model, device=device, console=console)
+    tools = _tools(config.mode, search_config)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            run = evaluate(
+                policy, tools, samples, config, llm_judge=llm_judge, on_error=judge.on_error
+            )
+        for warning in caught:
+            if console is not None:
+                console.print(f"[yellow]warning:[/] {warning.message}")
+    finally:
+        tools.close()
+        if llm_judge is not None:
+            llm_judge.close()
+    run.metrics["model"] = str(model)
+    run.metrics["data"] = data
+    if out is not None:
+        paths = write_run(run, out, samples, title=f"mmsr eval: {config.mode} on {data}")
+        run.metrics["outputs"] = {name: str(path) for name, path in paths.items()}
+    return run.metrics
+
+
+def run_balance(
+    *,
+    model: str,
+    data: str,
+    out: Path,
+    balance,  # mmsr.data.balance.BalanceConfig
+    eval_config: EvalConfig,
+    temperature: float = 1.0,
+    limit: int | None = None,
+    search_config: Path | None = None,
+    device: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Build a search-balanced FVQA parquet from `data`; returns the counts."""
+    from mmsr.data.balance import build_balanced, embed_images, write_decisions
+    from mmsr.data.io import write_samples
+    from mmsr.eval.answerer import EngineAnswerer
+    from mmsr.eval.samples import load_eval_samples
+    from mmsr.models.loading import load_policy
+
+    out = Path(out)
+    if out.suffix.lower() != ".parquet":
+        raise ValueError(f"--out {out} must end in .parquet (FVQA layout)")
+    samples = load_eval_samples(data, limit)
+    base_dir = None if data.startswith("world:") else Path(data).parent
+    samples = [embed_images(s, base_dir) for s in samples]  # a self-contained output
+    policy = load_policy(model, device=device, console=console)
+    tools = _tools("rag", search_config, needs_search=balance.rag_k > 0)
+    try:
+        answerer = EngineAnswerer(policy, tools, eval_config, temperature=temperature)
+        result = build_balanced(samples, answerer, balance)
+    finally:
+        tools.close()
+    if not result.samples:
+        raise RuntimeError(
+            f"no question survived balancing ({result.counts}); lower --threshold or use --rag-k 0"
+        )
+    write_samples(result.samples, out)
+    decisions = out.with_suffix(".balance.json")
+    write_decisions(result, decisions)
+    return {**result.counts, "out": str(out), "decisions": str(decisions), "model": str(model)}

@@ -1,0 +1,80 @@
+"""Run outputs without a model: samples selection, writing and reading a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmsr.eval.modes import EvalConfig, RagScript, records_from
+from mmsr.eval.run import judge_and_measure, read_records, write_run
+from mmsr.eval.samples import load_eval_samples
+from mmsr.rollout.protocol import SearchLimits, parse_action
+
+
+def test_world_splits_and_limits():
+    test = load_eval_samples("world:test", limit=3)
+    assert len(test) == 3 and all(s.split == "test" for s in test)
+    mixed = load_eval_samples("world:test", limit=20, shuffle_seed=0)
+    assert len({s.extra.get("qtype") for s in mixed}) > 1
+    with pytest.raises(ValueError, match="unknown world split"):
+        load_eval_samples("world:nope")
+    with pytest.raises(FileNotFoundError, match="--data 'missing.parquet'"):
+        load_eval_samples("missing.parquet")
+    with pytest.raises(ValueError, match="--limit 0"):
+        load_eval_samples("world:test", limit=0)
+
+
+def test_fvqa_file_is_accepted():
+    fixture = Path(__file__).parents[1] / "data" / "fvqa_mini.parquet"
+    samples = load_eval_samples(str(fixture), limit=2)
+    assert len(samples) == 2 and samples[0].images[0].bytes
+
+
+def test_mode_budgets_and_rag_script():
+    assert EvalConfig(mode="direct").limits == SearchLimits(1, 0, 0)
+    assert EvalConfig(mode="rag").limits == SearchLimits(3, 1, 1)
+    assert EvalConfig(mode="ondemand", max_text_search=1).limits == SearchLimits(3, 1, 1)
+    with pytest.raises(ValueError, match="--mode 'web'"):
+        EvalConfig(mode="web")
+    script = RagScript("What is  the capital\nof this country?")
+    first, second = parse_action(script(0)), parse_action(script(1, ["obs"]))
+    assert first.kind == "image_search"
+    assert second.kind == "text_search"
+    assert second.query == "What is the capital of this country?"
+    assert script(2, ["obs", "obs"]) is None  # the model answers
+    assert RagScript("q", rag_query="model")(1) is None
+
+
+class FakeTrajectory:
+    """Only what records_from reads: `group` and `to_json()` (the rollout contract)."""
+
+    def __init__(self, group, data):
+        self.group, self._data = group, data
+
+    def to_json(self):
+        return self._data
+
+
+def test_write_run_round_trip(tmp_path, make_record):
+    samples = load_eval_samples("world:test", limit=2)
+    trajectories = [
+        FakeTrajectory(1, make_record("b", "x", n_image=1).trajectory),
+        FakeTrajectory(0, make_record("a", samples[0].answer).trajectory),
+    ]
+    config = EvalConfig(mode="ondemand")
+    records = records_from(samples, trajectories, config)
+    assert [r.sample_id for r in records] == [s.id for s in samples]
+    assert records[0].correct_rule and not records[1].correct_rule
+    assert records[1].n_image_search == 1 and records[0].image.endswith(".jpg")
+    run = judge_and_measure(records, config)
+    assert run.metrics["acc"] == 0.5 and run.metrics["sr"] == 0.5
+    paths = write_run(run, tmp_path / "out", samples)
+    for name in ("metrics", "markdown", "html", "viewer", "trajectories"):
+        assert paths[name].is_file() and paths[name].stat().st_size > 0
+    assert read_records(paths["trajectories"]) == run.records
+    assert json.loads(paths["metrics"].read_text())["config"]["mode"] == "ondemand"
+    assert "data:image/" in paths["viewer"].read_text()
+    with pytest.raises(RuntimeError, match="no trajectory for sample"):
+        records_from(samples, trajectories[:1], config)
