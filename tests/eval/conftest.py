@@ -24,7 +24,7 @@ def trajectory_json(answer: str | None, n_image: int = 0, n_text: int = 0, **ext
                 "kind": "image_search",
                 "query": "",
                 "latency_ms": 1.0,
-                "turn": turn,
+                "turn": turn + 1,
                 "response": {
                     "results": [
                         {
@@ -54,7 +54,7 @@ def trajectory_json(answer: str | None, n_image: int = 0, n_text: int = 0, **ext
                 "kind": "text_search",
                 "query": "capital of X",
                 "latency_ms": 1.0,
-                "turn": turn,
+                "turn": turn + 1,
                 "response": {"results": [], "backend": "local", "cached": False, "latency_ms": 1.0},
             }
         )

@@ -75,9 +75,9 @@ def run_eval(
             run = evaluate(
                 policy, tools, samples, config, llm_judge=llm_judge, on_error=judge.on_error
             )
+        errors = Console(stderr=True)  # stdout may be the --json answer
         for warning in caught:
-            if console is not None:
-                console.print(f"[yellow]warning:[/] {warning.message}")
+            errors.print(f"[yellow]warning:[/] {warning.message}")
     finally:
         tools.close()
         if llm_judge is not None:

@@ -71,7 +71,11 @@ def viewer_rows(
                 "category": record.category,
                 "image": image,
                 "turns": [
-                    {"text": str(t.get("text") or ""), "action": str(t.get("action") or "")}
+                    {
+                        "text": str(t.get("text") or ""),
+                        "action": str(t.get("action") or ""),
+                        "error": str(t.get("error") or ""),
+                    }
                     for t in trajectory.get("turns") or []
                 ],
                 "calls": _tool_calls(trajectory),
@@ -139,13 +143,7 @@ _SCRIPT = r"""
     right.appendChild(head);
     right.appendChild(el('p', 'question', r.question));
     right.appendChild(el('p', 'muted', 'gold: ' + r.golds.join(' | ')));
-    r.turns.forEach(function (t, i) {
-      var turn = el('div', 'turn');
-      turn.appendChild(el('b', null, 'turn ' + (i + 1) + ': ' + t.action));
-      turn.appendChild(el('pre', null, t.text));
-      right.appendChild(turn);
-    });
-    r.calls.forEach(function (c) {
+    function callNode(c) {
       var call = el('div', 'call');
       call.appendChild(el('b', null, c.kind + (c.query ? ': ' + c.query : '')));
       if (c.error) call.appendChild(el('div', 'bad', 'error: ' + c.error));
@@ -165,8 +163,20 @@ _SCRIPT = r"""
         line.appendChild(body);
         call.appendChild(line);
       });
-      right.appendChild(call);
+      return call;
+    }
+    var placed = {};
+    r.turns.forEach(function (t, i) {
+      var turn = el('div', 'turn');
+      turn.appendChild(el('b', null, 'turn ' + (i + 1) + ': ' + t.action));
+      turn.appendChild(el('pre', null, t.text));
+      if (t.error) turn.appendChild(el('div', 'bad', t.error));
+      right.appendChild(turn);
+      r.calls.forEach(function (c, j) {  // tool calls carry the 1-based turn that made them
+        if (c.turn === i + 1) { right.appendChild(callNode(c)); placed[j] = true; }
+      });
     });
+    r.calls.forEach(function (c, j) { if (!placed[j]) right.appendChild(callNode(c)); });
     var answer = r.prediction === null ? '(none)' : r.prediction;
     right.appendChild(el('p', 'answer', 'answer: ' + answer));
     if (r.note) right.appendChild(el('p', 'muted', 'judge note: ' + r.note));
