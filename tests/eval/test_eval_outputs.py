@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsr.eval.modes import EvalConfig, RagScript, records_from
+from mmsr.eval.modes import EvalConfig, RagForcer, rag_turns, records_from
 from mmsr.eval.run import judge_and_measure, read_records, write_run
 from mmsr.eval.samples import load_eval_samples
 from mmsr.rollout.protocol import SearchLimits, parse_action
@@ -38,13 +38,34 @@ def test_mode_budgets_and_rag_script():
     assert EvalConfig(mode="ondemand", max_text_search=1).limits == SearchLimits(3, 1, 1)
     with pytest.raises(ValueError, match="--mode 'web'"):
         EvalConfig(mode="web")
-    script = RagScript("What is  the capital\nof this country?")
-    first, second = parse_action(script(0)), parse_action(script(1, ["obs"]))
-    assert first.kind == "image_search"
+    image_turn, text_turn = rag_turns("What is  the capital\nof this country?")
+    assert image_turn[1] and text_turn[1]
+    assert parse_action(image_turn[0]).kind == "image_search"
+    second = parse_action(text_turn[0])
     assert second.kind == "text_search"
     assert second.query == "What is the capital of this country?"
-    assert script(2, ["obs", "obs"]) is None  # the model answers
-    assert RagScript("q", rag_query="model")(1) is None
+    prefix, whole = rag_turns("q", rag_query="model")[1]
+    assert not whole and prefix.endswith("<text_search>")
+
+
+def test_rag_forcer_emits_the_turns_then_lets_the_model_answer(tiny_policy):
+    from mmsr.data.record import Sample
+
+    tokenizer = tiny_policy.tokenizer
+    forcer = RagForcer(tokenizer, [Sample(id="a", question="Capital?", answer="x")])
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for turn, expected in ((1, rag_turns("Capital?")[0][0]), (2, rag_turns("Capital?")[1][0])):
+        emitted = []
+        while (token := forcer(0, 0, turn, len(emitted))) != end:
+            emitted.append(token)
+        assert tokenizer.decode(emitted) == expected
+    assert forcer(0, 0, 3, 0) is None  # the answer turn is the model's
+    limited = RagForcer(tokenizer, [Sample(id="a", question="Capital?", answer="x")], "question", 5)
+    assert limited(0, 0, 3, 4) is None and limited(0, 0, 3, 5) == end  # the model's budget
+    model_query = RagForcer(tokenizer, [Sample(id="a", question="q", answer="x")], "model")
+    prefix = rag_turns("q", "model")[1][0]
+    n = len(tokenizer.encode(prefix, add_special_tokens=False))
+    assert model_query(0, 0, 2, n - 1) is not None and model_query(0, 0, 2, n) is None
 
 
 class FakeTrajectory:

@@ -1,8 +1,9 @@
 """The `mmsr.data.balance.Answerer` backed by the rollout engine (the preliminary model).
 
 Without search: the direct mode, sampled at `temperature` (k identical greedy answers
-would make the threshold meaningless). With search: the RAG workflow (`modes.RagScript`),
-also sampled, so that k > 1 attempts differ.
+would make the threshold meaningless). With search: the RAG workflow (`modes.RagForcer`),
+sampled too, so that k > 1 attempts differ. Each answer is one trajectory of a GRPO-style
+group of k (`RolloutEngine.rollout(samples, n=k)`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Any
 
 from mmsr.data.balance import Answers
 from mmsr.data.record import Sample
-from mmsr.eval.modes import EvalConfig, RagScript, engine_config
+from mmsr.eval.modes import EvalConfig, RagForcer, engine_config
 
 
-def _answers_by_group(trajectories: Sequence[Any], n_samples: int) -> Answers:
+def answers_by_group(trajectories: Sequence[Any], n_samples: int) -> Answers:
+    """[n_samples][k] answers from trajectories whose `group` is the sample's index."""
     grouped: Answers = [[] for _ in range(n_samples)]
     for trajectory in trajectories:
         grouped[trajectory.group].append(trajectory.answer)
@@ -24,34 +26,41 @@ def _answers_by_group(trajectories: Sequence[Any], n_samples: int) -> Answers:
 
 
 class EngineAnswerer:
-    """Answers with a policy through `RolloutEngine`."""
+    """Answers with a policy through `RolloutEngine`, `config.batch_size` questions at once."""
 
     def __init__(self, policy, tools, config: EvalConfig | None = None, temperature: float = 1.0):
+        if temperature <= 0:
+            raise ValueError(f"--temperature {temperature} must be > 0: k answers must vary")
         self.policy, self.tools = policy, tools
         self.config = config or EvalConfig()
         self.temperature = temperature
 
-    def _engine(self, mode: str, seed: int):
+    def _answers(self, mode: str, samples: Sequence[Sample], k: int, seed: int) -> Answers:
         from mmsr.rollout.engine import RolloutEngine
 
         config = replace(self.config, mode=mode, temperature=self.temperature, seed=seed)
-        return RolloutEngine(self.policy, self.tools, engine_config(config)), config
-
-    def answer_without_search(self, samples: Sequence[Sample], k: int, seed: int) -> Answers:
-        engine, config = self._engine("direct", seed)
         out: Answers = []
         for start in range(0, len(samples), config.batch_size):
             batch = list(samples[start : start + config.batch_size])
-            out += _answers_by_group(engine.rollout(batch, n=k, seed=seed + start), len(batch))
+            forcer = RagForcer(
+                self.policy.tokenizer, batch, config.rag_query, config.max_new_tokens
+            )
+            engine = RolloutEngine(
+                self.policy,
+                self.tools,
+                engine_config(
+                    config,
+                    batch_size=config.batch_size * k,
+                    max_new_tokens=forcer.budget(config.max_new_tokens),
+                ),
+                forcer=forcer if mode == "rag" else None,
+            )
+            # Seeds differ per batch; within one, the engine seeds each (group, sample).
+            out += answers_by_group(engine.rollout(batch, n=k, seed=seed + start), len(batch))
         return out
 
+    def answer_without_search(self, samples: Sequence[Sample], k: int, seed: int) -> Answers:
+        return self._answers("direct", samples, k, seed)
+
     def answer_with_search(self, samples: Sequence[Sample], k: int, seed: int) -> Answers:
-        engine, config = self._engine("rag", seed)
-        out: Answers = [[] for _ in samples]
-        for _attempt in range(k):
-            for start in range(0, len(samples), config.batch_size):
-                batch = list(samples[start : start + config.batch_size])
-                scripts = [RagScript(s.question, config.rag_query) for s in batch]
-                for offset, trajectory in enumerate(engine.replay(batch, scripts)):
-                    out[start + offset].append(trajectory.answer)
-        return out
+        return self._answers("rag", samples, k, seed)

@@ -31,6 +31,7 @@ from mmsr.rollout.protocol import SearchLimits
 RAG_IMAGE_TURN = "<reason>First I search the web for this image.</reason>\n<search><img></search>"
 RAG_TEXT_REASON = "<reason>Now I search the web with text.</reason>\n"
 RAG_QUERIES = ("question", "model")
+GREEDY_TEMPERATURE = 1e-4  # logits / 1e-4: any lead of 0.01 nats wins with odds e^-100
 
 
 @dataclass
@@ -48,7 +49,8 @@ class EvalConfig:
     max_new_tokens: int = 256
     """Tokens generated per turn at most."""
     temperature: float = 0.0
-    """0: greedy (reproducible); > 0 samples."""
+    """0: (near-)greedy, reproducible; > 0 samples. The engine needs T > 0, so 0 runs at
+    `GREEDY_TEMPERATURE`, where sampling picks the argmax token but for exact ties."""
     seed: int = 0
     """Sampling seed (only matters with temperature > 0)."""
     batch_size: int = 8
@@ -93,7 +95,7 @@ def engine_config(config: EvalConfig, **overrides: Any):
         "max_image_search": limits.max_image_search,
         "max_text_search": limits.max_text_search,
         "max_new_tokens": config.max_new_tokens,
-        "temperature": config.temperature,
+        "temperature": config.temperature if config.temperature > 0 else GREEDY_TEMPERATURE,
         "seed": config.seed,
         "batch_size": config.batch_size,
         **overrides,
@@ -101,30 +103,80 @@ def engine_config(config: EvalConfig, **overrides: Any):
     return EngineConfig(**{k: v for k, v in values.items() if k in fields})
 
 
-class RagScript:
-    """The forced turns of the RAG workflow for one question, as a replay script:
-    turn 0 searches the image, turn 1 searches text, turn 2 is left to the model (None)."""
+def rag_turns(question: str, rag_query: str = "question") -> tuple[tuple[str, bool], ...]:
+    """The forced text of the RAG workflow's first two turns: (text, whole turn?) each.
 
-    def __init__(self, question: str, rag_query: str = "question"):
-        self.question = " ".join(question.split())
-        self.rag_query = rag_query
+    A whole turn is closed by the engine right after its text; with `rag_query="model"`
+    the second turn is only the start of a text search, which the model completes.
+    """
+    if rag_query not in RAG_QUERIES:
+        raise ValueError(f"--rag-query {rag_query!r} must be one of {RAG_QUERIES}")
+    if rag_query == "model":
+        text_turn = (f"{RAG_TEXT_REASON}<text_search>", False)
+    else:
+        text_turn = (
+            f"{RAG_TEXT_REASON}<text_search>{' '.join(question.split())}</text_search>",
+            True,
+        )
+    return ((RAG_IMAGE_TURN, True), text_turn)
 
-    def __call__(self, turn_index: int, observations: Sequence[Any] = ()) -> str | None:
-        if turn_index == 0:
-            return RAG_IMAGE_TURN
-        if turn_index == 1:
-            if self.rag_query == "model":
-                return None  # the engine's forced-prefix path writes RAG_TEXT_REASON + tag
-            return f"{RAG_TEXT_REASON}<text_search>{self.question}</text_search>"
-        return None  # the model answers
+
+class RagForcer:
+    """The engine's token forcer for the RAG workflow: turns 1 and 2 emit the forced text
+    token by token (then `<|im_end|>` when the turn is whole); later tokens are the model's.
+
+    Forced tokens are recorded with the policy's own log-prob of them, like sampled ones
+    (see `mmsr.rollout.engine.TokenForcer`), so RAG trajectories are ordinary trajectories.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        samples: Sequence[Sample],
+        rag_query: str = "question",
+        max_new_tokens: int | None = None,
+    ):
+        self.end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.max_new_tokens = max_new_tokens  # the model's own tokens per turn, if limited
+        self.turns = [
+            [
+                (tokenizer.encode(text, add_special_tokens=False), whole)
+                for text, whole in rag_turns(sample.question, rag_query)
+            ]
+            for sample in samples
+        ]
+        # A forced turn must fit in the engine's per-turn budget, its <|im_end|> included.
+        self.longest = max((len(t) + 1 for turns in self.turns for t, _ in turns), default=0)
+
+    def budget(self, max_new_tokens: int) -> int:
+        """`max_new_tokens` raised so that every forced turn fits."""
+        return max(max_new_tokens, self.longest)
+
+    def __call__(self, group: int, sample_index: int, turn: int, step: int) -> int | None:
+        del sample_index
+        tokens, whole = self.turns[group][turn - 1] if turn <= 2 else ([], False)
+        if step < len(tokens):
+            return tokens[step]
+        if whole:
+            return self.end_of_turn
+        # The model's part of a turn keeps the caller's budget, although the engine's
+        # per-turn budget was raised to fit the forced turns.
+        if self.max_new_tokens is not None and step - len(tokens) >= self.max_new_tokens:
+            return self.end_of_turn
+        return None
 
 
-def trajectories_for(engine, samples: Sequence[Sample], config: EvalConfig) -> list:
+def trajectories_for(policy, tools, samples: Sequence[Sample], config: EvalConfig) -> list:
     """One trajectory per sample, in the mode's way."""
-    if config.mode in ("direct", "ondemand"):
-        return engine.rollout(list(samples), n=1, seed=config.seed)
-    scripts = [RagScript(s.question, config.rag_query) for s in samples]
-    return engine.replay(list(samples), scripts)
+    from mmsr.rollout.engine import RolloutEngine
+
+    samples = list(samples)
+    forcer, overrides = None, {}
+    if config.mode == "rag":
+        forcer = RagForcer(policy.tokenizer, samples, config.rag_query, config.max_new_tokens)
+        overrides["max_new_tokens"] = forcer.budget(config.max_new_tokens)
+    engine = RolloutEngine(policy, tools, engine_config(config, **overrides), forcer=forcer)
+    return engine.rollout(samples, n=1, seed=config.seed)
 
 
 def records_from(

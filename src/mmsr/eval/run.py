@@ -14,7 +14,7 @@ from rich.progress import Progress
 from mmsr.data.record import Sample
 from mmsr.eval.judges import LLMJudge, OnError, RuleJudge, apply_judges
 from mmsr.eval.metrics import compute_metrics
-from mmsr.eval.modes import EvalConfig, engine_config, records_from, trajectories_for
+from mmsr.eval.modes import EvalConfig, records_from, trajectories_for
 from mmsr.eval.records import EvalRecord
 from mmsr.eval.report import write_report
 from mmsr.eval.samples import question_image_bytes
@@ -32,16 +32,13 @@ def rollout_records(
     policy, tools, samples: Sequence[Sample], config: EvalConfig, console: Console | None = None
 ) -> list[EvalRecord]:
     """Roll every sample out once in `config.mode`, `config.batch_size` at a time."""
-    from mmsr.rollout.engine import RolloutEngine
-
-    engine = RolloutEngine(policy, tools, engine_config(config))
     records: list[EvalRecord] = []
     show = console is not None and console.is_terminal
     with Progress(console=console, transient=True, disable=not show) as progress:
         task = progress.add_task(f"eval {config.mode}", total=len(samples))
         for start in range(0, len(samples), config.batch_size):
             batch = list(samples[start : start + config.batch_size])
-            records += records_from(batch, trajectories_for(engine, batch, config), config)
+            records += records_from(batch, trajectories_for(policy, tools, batch, config), config)
             progress.advance(task, len(batch))
     return records
 
