@@ -1,0 +1,166 @@
+"""The rollout engine on the tiny random Qwen2.5-VL with in-test search backends.
+
+The tiny model writes random bytes, so tests that need a search steer its first turn with
+a token forcer: the forced tokens go through the model like sampled ones and are recorded
+with the model's true log-probs; every later turn is really sampled.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmsr.reward import compute_score
+from mmsr.rollout.batch import collate
+from mmsr.rollout.engine import EngineConfig, RolloutEngine
+from mmsr.rollout.logprobs import token_logprobs
+from mmsr.world.load import load_world
+
+pytestmark = pytest.mark.filterwarnings("ignore:Palette images")
+
+IMAGE_SEARCH_TURN = "<reason>?</reason><search><img></search>"
+
+
+def _samples(n: int = 1):
+    return load_world().questions[:n]
+
+
+def _forcer(policy, text: str = IMAGE_SEARCH_TURN, on_turns=(1,), rows=None):
+    tokens = policy.tokenizer.encode(text, add_special_tokens=False)
+    tokens.append(policy.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+
+    def forcer(group, index, turn, step):
+        if turn in on_turns and (rows is None or (group, index) in rows) and step < len(tokens):
+            return tokens[step]
+        return None
+
+    return forcer
+
+
+def _config(**overrides) -> EngineConfig:
+    values = {"max_new_tokens": 48, "max_total_tokens": 4000, "batch_size": 8}
+    values.update(overrides)
+    return EngineConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_policy, fakes):
+    """Two trajectories of one sample; the first is forced to image-search in turn 1."""
+    engine = RolloutEngine(
+        tiny_policy, fakes.make_test_tools(), _config(), forcer=_forcer(tiny_policy, rows={(0, 0)})
+    )
+    return engine.rollout(_samples(1), n=2, seed=3)
+
+
+def test_generation_logprobs_equal_a_training_forward_multi_turn_multi_image(tiny_policy, searched):
+    traj = searched[0]
+    assert [turn.action for turn in traj.turns][0] == "image_search"
+    assert len(traj.turns) >= 2 and traj.n_image_search == 1
+    assert traj.image_grid_thw.shape[0] == 4  # the question image and 3 thumbnails
+    sampled_later = sum(turn.n_tokens for turn in traj.turns[1:])
+    assert sampled_later > 0  # later turns were really sampled
+    batch = collate(searched, pad_id=tiny_policy.tokenizer.pad_token_id)
+    model = tiny_policy.model
+    model.train()
+    try:
+        logp, _ = token_logprobs(model, batch)
+    finally:
+        model.eval()
+    assert logp.requires_grad
+    mask = batch.loss_mask.bool()
+    assert int(mask.sum()) == sum(turn.n_tokens for t in searched for turn in t.turns)
+    assert (logp[mask].detach() - batch.old_logp[mask]).abs().max() <= 1e-3
+    assert batch.old_logp[~mask].abs().sum() == 0
+
+
+def test_trajectory_record_is_consistent(tiny_policy, searched):
+    traj = searched[0]
+    tokenizer = tiny_policy.tokenizer
+    assert traj.group == 0 and [t.sample_index for t in searched] == [0, 1]
+    assert traj.input_ids.shape == traj.loss_mask.shape == traj.old_logp.shape
+    assert traj.position_ids.shape == (3, traj.length)
+    assert traj.loss_mask[: traj.prompt_length].sum() == 0
+    call = traj.tool_calls[0]
+    assert call.kind == "image_search" and call.turn == 1 and len(call.response["results"]) == 3
+    assert "<information>" in traj.turns[0].observation
+    assert traj.turns[0].observation.count("<image>") == 3  # thumbnails went back as images
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # Every turn closed by a sampled <|im_end|> has it under the loss mask.
+    ends = (traj.input_ids == im_end) & (traj.loss_mask == 1)
+    closed_turns = [t for t in traj.turns if t.n_tokens and "<|im_end|>" not in t.text]
+    assert int(ends.sum()) <= len(closed_turns)
+    assert int(ends.sum()) >= 1  # the forced first turn ended with a sampled <|im_end|>
+    json.dumps(traj.to_json())
+    score = compute_score(traj.sample_id, traj.solution_str, "Andorra")
+    assert score["n_image_search"] == 1
+
+
+def test_same_seed_same_trajectories_and_batch_composition_does_not_matter(
+    tiny_policy, fakes, searched
+):
+    forcer = _forcer(tiny_policy, rows={(0, 0)})
+    engine = RolloutEngine(
+        tiny_policy, fakes.make_test_tools(), _config(batch_size=1), forcer=forcer
+    )
+    again = engine.rollout(_samples(1), n=2, seed=3)
+    for first, second in zip(searched, again, strict=True):
+        assert torch.equal(first.input_ids, second.input_ids)
+        assert torch.allclose(first.old_logp, second.old_logp, atol=1e-5)
+    other = RolloutEngine(tiny_policy, fakes.make_test_tools(), _config(max_new_tokens=8)).rollout(
+        _samples(1), n=1, seed=4
+    )
+    same_seed = RolloutEngine(
+        tiny_policy, fakes.make_test_tools(), _config(max_new_tokens=8)
+    ).rollout(_samples(1), n=1, seed=3)
+    assert not torch.equal(other[0].input_ids, same_seed[0].input_ids)
+
+
+def test_slow_tools_overlap_gives_the_same_trajectories(tiny_policy, fakes):
+    forcer = _forcer(tiny_policy)
+    base = _config(max_turns=2)
+    tools = fakes.make_test_tools()
+    fast = RolloutEngine(tiny_policy, tools, base, forcer=forcer).rollout(_samples(2), n=1)
+    slow = RolloutEngine(
+        tiny_policy,
+        fakes.SlowTools(tools, 0.05),
+        _config(max_turns=2, batch_size=1),
+        forcer=forcer,
+    ).rollout(_samples(2), n=1)
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.equal(a.input_ids, b.input_ids)
+        assert b.tool_calls[0].latency_ms >= 50
+
+
+def test_tool_failure_becomes_an_observation(tiny_policy, fakes):
+    engine = RolloutEngine(
+        tiny_policy,
+        fakes.make_test_tools(fail=True),
+        _config(max_turns=2),
+        forcer=_forcer(tiny_policy),
+    )
+    traj = engine.rollout(_samples(1))[0]
+    assert traj.tool_calls[0].response["error"]
+    assert "The search failed" in traj.turns[0].observation
+    assert len(traj.turns) == 2
+
+
+def test_missing_tool_becomes_an_observation(tiny_policy):
+    engine = RolloutEngine(tiny_policy, None, _config(max_turns=2), forcer=_forcer(tiny_policy))
+    traj = engine.rollout(_samples(1))[0]
+    assert "not configured" in traj.turns[0].observation
+
+
+def test_length_budget_ends_cleanly(tiny_policy, fakes):
+    prompt_length = (
+        RolloutEngine(tiny_policy, None, _config(max_new_tokens=1, max_turns=1))
+        .rollout(_samples(1))[0]
+        .prompt_length
+    )
+    engine = RolloutEngine(
+        tiny_policy, fakes.make_test_tools(), _config(max_total_tokens=prompt_length + 30)
+    )
+    traj = engine.rollout(_samples(1))[0]
+    assert traj.finish_reason == "length"
+    assert traj.length <= prompt_length + 30
