@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-WORLD_SCHEME = "world://"
+from mmsr.rollout.images import resolve_thumbnail
 
 
 def data_uri(data: bytes, max_side: int = 192) -> str | None:
@@ -36,17 +36,6 @@ def data_uri(data: bytes, max_side: int = 192) -> str | None:
     return f"data:{mime};base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
 
 
-def _world_asset(reference: str) -> Path | None:
-    """A `world://<asset path>` reference as a file of the embedded world, if it is one."""
-    try:
-        from mmsr.world.load import load_world
-
-        path = load_world().asset(reference[len(WORLD_SCHEME) :])
-    except (FileNotFoundError, OSError, ValueError):
-        return None
-    return path if path.is_file() else None
-
-
 @lru_cache(maxsize=4096)
 def image_src(reference: str, max_side: int = 192) -> str | None:
     """An `<img src>` for a thumbnail reference: local files and world assets are embedded;
@@ -55,12 +44,9 @@ def image_src(reference: str, max_side: int = 192) -> str | None:
         return None
     if reference.startswith(("http://", "https://", "data:image/")):
         return reference
-    path: Path | None
-    if reference.startswith(WORLD_SCHEME):
-        path = _world_asset(reference)
-    else:
-        path = Path(reference)
-        path = path if path.is_file() else None
-    if path is None:
+    # world:// assets, file:// and plain paths, as the rollout engine shows them
+    resolved = resolve_thumbnail(reference)
+    if resolved is None:
         return None
-    return data_uri(path.read_bytes(), max_side)
+    data = resolved if isinstance(resolved, bytes) else Path(resolved).read_bytes()
+    return data_uri(data, max_side)

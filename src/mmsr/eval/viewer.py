@@ -106,6 +106,7 @@ display:grid;grid-template-columns:270px 1fr;gap:1em}
 .result{display:flex;gap:.5em;align-items:flex-start;margin:.3em 0}
 .result img{max-width:96px;max-height:72px;border:1px solid #ccc}
 .muted{color:#777;font-size:.85em}
+.turn .bad,.call .bad{font-size:.85em}
 """
 
 # Plain ES5-ish JavaScript: runs in any browser and in headless Chromium for the tests.
