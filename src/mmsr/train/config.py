@@ -1,0 +1,269 @@
+"""Typed configs of `mmsr train sft` / `mmsr train grpo`, loaded from YAML.
+
+Every field has a docstring (the string under it). `load_config(path, overrides)` builds the
+dataclass tree from YAML, rejecting unknown keys with the file and dotted key in the
+message; `config_to_dict` gives the full resolved config (logged at start, saved with
+every checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmsr.rollout.engine import EngineConfig
+
+LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class ModelOptions:
+    """Which policy to train and which of its parameters move."""
+
+    policy: str = "nano"
+    """'nano' or a local Qwen-VL checkpoint folder (mmsr never downloads)."""
+    device: str | None = None
+    """'cpu', 'cuda', 'cuda:1'; None: the GPU when there is one."""
+    dtype: str | None = None
+    """'fp32', 'bf16'; None: bf16 on CUDA, fp32 on CPU."""
+    lora: bool = False
+    """Train LoRA adapters (peft) on the language model instead of its full weights."""
+    lora_rank: int = 16
+    """LoRA rank r."""
+    lora_alpha: int = 32
+    """LoRA scale numerator (the update is alpha / r * B A)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input (0 keeps updates deterministic)."""
+    lora_targets: list[str] = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    """Language-model linear layers that get adapters (names inside each decoder layer)."""
+    freeze_layers: int = 0
+    """Freeze the token embeddings and the lowest N decoder layers (0: none frozen)."""
+    freeze_vision: bool = True
+    """Freeze the vision tower and merger (the paper's search skills live in the LM)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more compute)."""
+
+
+@dataclass
+class OptimOptions:
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = 1e-6
+    """Peak learning rate (official MMSearch-R1 script: 2e-6 for 7B full fine-tuning)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    beta1: float = 0.9
+    """AdamW first-moment decay."""
+    beta2: float = 0.999
+    """AdamW second-moment decay."""
+    eps: float = 1e-8
+    """AdamW denominator epsilon."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up from 0 to `lr`."""
+    schedule: str = "constant"
+    """After warm-up: 'constant', 'linear' or 'cosine' decay to `min_lr_ratio * lr`."""
+    min_lr_ratio: float = 0.0
+    """Floor of the decay as a fraction of `lr`."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (<= 0: no clipping)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule {self.schedule!r} is not one of {SCHEDULES}")
+
+
+@dataclass
+class GRPOOptions:
+    """The GRPO objective (defaults: the official MMSearch-R1 veRL script where it has one)."""
+
+    group_size: int = 4
+    """Trajectories sampled per prompt (n); advantages are normalised within each group."""
+    norm_adv_by_std: bool = True
+    """Divide group-centred rewards by the group std (False: Dr. GRPO, centring only)."""
+    clip_ratio_low: float = 0.2
+    """PPO clip: the ratio is kept >= 1 - clip_ratio_low."""
+    clip_ratio_high: float = 0.2
+    """PPO clip: the ratio is kept <= 1 + clip_ratio_high (DAPO raises it to 0.28)."""
+    kl_coef: float = 0.001
+    """Weight of the k3 KL to the frozen reference in the loss (0: no reference forward)."""
+    entropy_coef: float = 0.0
+    """Weight of an entropy bonus (veRL default 0)."""
+    loss_agg: str = "token-mean"
+    """Loss aggregation: 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum'."""
+    ppo_epochs: int = 1
+    """Optimizer passes over each batch of trajectories (one optimizer step per pass)."""
+    micro_batch_size: int = 4
+    """Trajectories per forward/backward; gradients accumulate over micro-batches."""
+    recompute_old_logp: bool = False
+    """Recompute old_logp with a training-layout forward instead of the sampler's values."""
+
+    def __post_init__(self) -> None:
+        if self.loss_agg not in LOSS_AGGREGATIONS:
+            raise ValueError(f"grpo.loss_agg {self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")
+        if self.group_size < 1 or self.micro_batch_size < 1 or self.ppo_epochs < 1:
+            raise ValueError("grpo.group_size, micro_batch_size and ppo_epochs must be >= 1")
+
+
+@dataclass
+class RunOptions:
+    """Where outputs go, how often, and what is logged."""
+
+    out: str = "runs/grpo"
+    """Run folder: metrics.jsonl, config.yaml, checkpoints/, final/, tensorboard/."""
+    seed: int = 0
+    """Seed of data order, rollouts, LoRA init and dropout."""
+    save_every: int = 50
+    """Write a resumable checkpoint every N steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Keep only the newest N checkpoints (0: keep all)."""
+    tensorboard: bool = True
+    """Also write metrics as TensorBoard scalars."""
+    wandb_project: str = ""
+    """Also log to this Weights & Biases project ('' : off; needs `wandb` installed)."""
+    save_final: bool = True
+    """Save the final (LoRA-merged) model in save_pretrained layout under out/final."""
+
+
+@dataclass
+class GRPOConfig:
+    """`mmsr train grpo`."""
+
+    data: str = "world:train"
+    """Training questions: world:train|val|test|all, or an FVQA .parquet / .jsonl file."""
+    steps: int = 100
+    """GRPO steps (one rollout batch and `grpo.ppo_epochs` optimizer steps each)."""
+    prompts_per_step: int = 8
+    """Questions per step; the batch holds prompts_per_step * grpo.group_size trajectories."""
+    search_config: str | None = None
+    """Search config YAML (None: local world backends)."""
+    reward: dict[str, Any] = field(default_factory=dict)
+    """RewardConfig options (mmsr.reward), e.g. {search_penalty: 0.1, alpha: 0.1}."""
+    model: ModelOptions = field(default_factory=ModelOptions)
+    """The policy and what trains."""
+    optim: OptimOptions = field(default_factory=lambda: OptimOptions(lr=1e-6))
+    """AdamW and schedule."""
+    grpo: GRPOOptions = field(default_factory=GRPOOptions)
+    """The objective."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Rollout budget and sampling (mmsr.rollout.engine.EngineConfig)."""
+    run: RunOptions = field(default_factory=RunOptions)
+    """Outputs."""
+
+
+@dataclass
+class SFTConfig:
+    """`mmsr train sft`: masked NLL on trajectories (world-synthesised or from a file)."""
+
+    data: str = "world:train"
+    """Questions to synthesise trajectories for (world:...), or a trajectory .jsonl to distil."""
+    n_trajectories: int = 256
+    """World synthesis: trajectories to build (questions are drawn with replacement)."""
+    p_direct: float = 0.3
+    """World synthesis: probability that a script answers at once (chosen at random per
+    question, never from what the model knows)."""
+    steps: int = 50
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Trajectories per optimizer step."""
+    micro_batch_size: int = 4
+    """Trajectories per forward/backward (gradient accumulation)."""
+    search_config: str | None = None
+    """Search config YAML for the replayed tool calls (None: local world backends)."""
+    model: ModelOptions = field(default_factory=ModelOptions)
+    """The policy and what trains."""
+    optim: OptimOptions = field(default_factory=lambda: OptimOptions(lr=1e-4, warmup_steps=5))
+    """AdamW and schedule."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Budget of the replayed conversations."""
+    run: RunOptions = field(default_factory=lambda: RunOptions(out="runs/sft"))
+    """Outputs."""
+
+
+# ------------------------------------------------------------------------- YAML loading
+def build_dataclass(cls, values: dict[str, Any] | None, where: str = ""):
+    """`cls(**values)` recursively; unknown keys raise naming `where.key`."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(
+            f"{where or cls.__name__}: unknown option(s) {unknown}; known: {sorted(names)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = build_dataclass(hint, value, f"{where}.{name}" if where else name)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where or cls.__name__}: {err}") from err
+
+
+def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """values['a']['b'] = value for dotted 'a.b' (creating dicts on the way)."""
+    node = values
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {key!r} is not a section")
+    node[leaf] = value
+
+
+def load_config(cls, path: str | Path | None, overrides: list[str] | None = None):
+    """Config `cls` from the YAML file at `path` (None: defaults) plus `key.sub=value`
+    overrides (values parsed as YAML: `grpo.kl_coef=0`, `model.lora=true`)."""
+    values: dict[str, Any] = {}
+    where = cls.__name__
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config {path}: no such file")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config {path} is not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ValueError(f"config {path}: top level must be a mapping")
+        where = str(path)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        set_dotted(values, key.strip(), yaml.safe_load(raw))
+    return _build_top(cls, values, where)
+
+
+def _build_top(cls, values: dict[str, Any], where: str):
+    try:
+        return build_dataclass(cls, values, "")
+    except ValueError as err:
+        raise ValueError(f"config {where}: {err}") from err
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    """The full resolved config as plain data (YAML/JSON-ready)."""
+    return dataclasses.asdict(config)
+
+
+def config_to_yaml(config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

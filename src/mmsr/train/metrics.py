@@ -1,0 +1,88 @@
+"""Metric sinks: one JSON line per step, TensorBoard scalars, optional Weights & Biases.
+
+Keys are the names of the variables they come from (`reward_mean`, `kl`, `clipfrac`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def rollout_metrics(
+    rewards: Sequence[Mapping[str, float]], trajectories: Sequence[Any]
+) -> dict[str, float]:
+    """Batch statistics of the rewards (compute_score dicts) and the trajectories."""
+    n = max(len(rewards), 1)
+    scores = [float(r["score"]) for r in rewards]
+    mean = sum(scores) / n
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / n)
+    lengths = [t.n_sampled_tokens for t in trajectories]
+    return {
+        "reward_mean": mean,
+        "reward_std": std,
+        "acc": sum(float(r["acc"]) for r in rewards) / n,
+        "format_rate": sum(float(r["format"]) for r in rewards) / n,
+        "search_ratio": sum(int(r["n_image_search"] + r["n_text_search"] > 0) for r in rewards) / n,
+        "search_ratio_image": sum(int(r["n_image_search"] > 0) for r in rewards) / n,
+        "search_ratio_text": sum(int(r["n_text_search"] > 0) for r in rewards) / n,
+        "response_length": sum(lengths) / max(len(lengths), 1),
+        "response_length_max": float(max(lengths, default=0)),
+        "turns_mean": sum(len(t.turns) for t in trajectories) / max(len(trajectories), 1),
+    }
+
+
+class MetricsLogger:
+    """Writes every step's metrics to `out/metrics.jsonl` (flushed each line), TensorBoard
+    under `out/tensorboard` and W&B when a project is given."""
+
+    def __init__(self, out: Path, tensorboard: bool = True, wandb_project: str = "", config=None):
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / "metrics.jsonl"
+        self.file = self.path.open("a", encoding="utf-8")
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:  # tensorboard is a dependency; say which is missing
+                raise ImportError(f"run.tensorboard needs the tensorboard package: {err}") from err
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+        self.wandb = None
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError as err:
+                raise ImportError(
+                    f"run.wandb_project={wandb_project!r} needs `pip install wandb`"
+                ) from err
+            self.wandb = wandb.init(project=wandb_project, config=config, dir=str(out))
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        for key, value in record.items():
+            if self.writer is not None and key != "step" and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(record, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
