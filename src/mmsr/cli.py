@@ -323,6 +323,9 @@ def data_balance(
         1.0, help="search_required : search_free after balancing (<= 0: no balancing)."
     ),
     temperature: float = typer.Option(1.0, help="Sampling temperature of the k answers."),
+    lenient: bool = typer.Option(
+        False, help="Without an <answer> tag, judge the last turn's text (base models; use subem)."
+    ),
     max_new_tokens: int = typer.Option(128, help="Tokens per turn at most."),
     batch_size: int = typer.Option(8, help="Questions rolled out at once."),
     limit: int = typer.Option(None, help="Use only the first N questions."),
@@ -354,6 +357,7 @@ def data_balance(
             balance=balance,
             eval_config=eval_config,
             temperature=temperature,
+            lenient=lenient,
             limit=limit,
             search_config=search_config,
             device=device,

@@ -8,6 +8,7 @@ group of k (`RolloutEngine.rollout(samples, n=k)`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -16,24 +17,49 @@ from mmsr.data.balance import Answers
 from mmsr.data.record import Sample
 from mmsr.eval.modes import EvalConfig, RagForcer, engine_config
 
+_TAG = re.compile(r"</?[a-z_]+>")
 
-def answers_by_group(trajectories: Sequence[Any], n_samples: int) -> Answers:
+
+def lenient_answer(trajectory: Any) -> str | None:
+    """The parsed <answer>, else the last turn's text without tags (None if empty).
+
+    For a preliminary model that knows facts but not yet the tag format (the nano base
+    model before SFT): its plain sentence is matched instead, best with SubEM.
+    """
+    if trajectory.answer is not None:
+        return trajectory.answer
+    if not trajectory.turns:
+        return None
+    text = " ".join(_TAG.sub(" ", trajectory.turns[-1].text).split())
+    return text or None
+
+
+def answers_by_group(trajectories: Sequence[Any], n_samples: int, lenient: bool = False) -> Answers:
     """[n_samples][k] answers from trajectories whose `group` is the sample's index."""
     grouped: Answers = [[] for _ in range(n_samples)]
     for trajectory in trajectories:
-        grouped[trajectory.group].append(trajectory.answer)
+        answer = lenient_answer(trajectory) if lenient else trajectory.answer
+        grouped[trajectory.group].append(answer)
     return grouped
 
 
 class EngineAnswerer:
     """Answers with a policy through `RolloutEngine`, `config.batch_size` questions at once."""
 
-    def __init__(self, policy, tools, config: EvalConfig | None = None, temperature: float = 1.0):
+    def __init__(
+        self,
+        policy,
+        tools,
+        config: EvalConfig | None = None,
+        temperature: float = 1.0,
+        lenient: bool = False,
+    ):
         if temperature <= 0:
             raise ValueError(f"--temperature {temperature} must be > 0: k answers must vary")
         self.policy, self.tools = policy, tools
         self.config = config or EvalConfig()
         self.temperature = temperature
+        self.lenient = lenient  # see `lenient_answer`
 
     def _answers(self, mode: str, samples: Sequence[Sample], k: int, seed: int) -> Answers:
         from mmsr.rollout.engine import RolloutEngine
@@ -56,7 +82,8 @@ class EngineAnswerer:
                 forcer=forcer if mode == "rag" else None,
             )
             # Seeds differ per batch; within one, the engine seeds each (group, sample).
-            out += answers_by_group(engine.rollout(batch, n=k, seed=seed + start), len(batch))
+            trajectories = engine.rollout(batch, n=k, seed=seed + start)
+            out += answers_by_group(trajectories, len(batch), self.lenient)
         return out
 
     def answer_without_search(self, samples: Sequence[Sample], k: int, seed: int) -> Answers:

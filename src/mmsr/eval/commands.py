@@ -98,6 +98,7 @@ def run_balance(
     balance,  # mmsr.data.balance.BalanceConfig
     eval_config: EvalConfig,
     temperature: float = 1.0,
+    lenient: bool = False,
     limit: int | None = None,
     search_config: Path | None = None,
     device: str | None = None,
@@ -119,7 +120,9 @@ def run_balance(
     policy = load_policy(model, device=device, console=console)
     tools = _tools("rag", search_config, needs_search=balance.rag_k > 0)
     try:
-        answerer = EngineAnswerer(policy, tools, eval_config, temperature=temperature)
+        answerer = EngineAnswerer(
+            policy, tools, eval_config, temperature=temperature, lenient=lenient
+        )
         result = build_balanced(samples, answerer, balance)
     finally:
         tools.close()

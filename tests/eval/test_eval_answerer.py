@@ -1,0 +1,55 @@
+"""The engine-backed answerer of `data balance`: grouping and lenient answers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from mmsr.eval.answerer import EngineAnswerer, answers_by_group, lenient_answer
+from mmsr.rollout.trajectory import Turn
+
+
+def trajectory(group: int, answer: str | None, last_text: str = ""):
+    turns = [Turn(text=last_text, action="answer" if answer else "invalid", observation="")]
+    return SimpleNamespace(group=group, answer=answer, turns=turns)
+
+
+def test_answers_are_grouped_by_sample():
+    trajectories = [
+        trajectory(1, "b1"),
+        trajectory(0, "a1"),
+        trajectory(1, None),
+        trajectory(0, "a2"),
+    ]
+    assert answers_by_group(trajectories, 2) == [["a1", "a2"], ["b1", None]]
+
+
+def test_lenient_answer_reads_untagged_text():
+    assert (
+        lenient_answer(trajectory(0, "Paris", "<reason>x</reason><answer>Paris</answer>"))
+        == "Paris"
+    )
+    plain = trajectory(0, None, "The capital is <b>Abu Dhabi</b>.")
+    assert lenient_answer(plain) == "The capital is Abu Dhabi ."
+    assert lenient_answer(trajectory(0, None, "<reason></reason>")) is None
+    grouped = answers_by_group([plain], 1, lenient=True)
+    assert grouped == [["The capital is Abu Dhabi ."]]
+    assert answers_by_group([plain], 1) == [[None]]
+
+
+def test_k_answers_need_sampling():
+    with pytest.raises(ValueError, match="--temperature 0"):
+        EngineAnswerer(policy=None, tools=None, temperature=0)
+
+
+def test_engine_answerer_tiny_policy(tiny_policy):
+    from mmsr.eval.modes import EvalConfig
+    from mmsr.eval.samples import load_eval_samples
+
+    samples = load_eval_samples("world:val", limit=2)
+    answerer = EngineAnswerer(tiny_policy, None, EvalConfig(max_new_tokens=6), lenient=True)
+    answers = answerer.answer_without_search(samples, k=3, seed=0)
+    assert [len(a) for a in answers] == [3, 3]
+    # the random model writes no tags; lenient answers are its (sampled) text
+    assert all(a is None or isinstance(a, str) for group in answers for a in group)
