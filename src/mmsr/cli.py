@@ -24,6 +24,8 @@ search_app = typer.Typer(help="Image and text search: local index, web APIs or a
 serve_app = typer.Typer(help="Long-running servers (the shared search server).")
 app.add_typer(search_app, name="search")
 app.add_typer(serve_app, name="serve")
+train_app = typer.Typer(help="Training: align (the nano eye), SFT warm-start, GRPO.")
+app.add_typer(train_app, name="train")
 
 console = Console()
 
@@ -373,6 +375,51 @@ def data_balance(
         f"(dropped {counts['dropped_unanswerable']} unanswerable, "
         f"{counts['dropped_balance']} to balance)"
     )
+
+
+# ---------------------------------------------------------------- train sft / grpo
+_OVERRIDE_HELP = "Config overrides key.sub=value (YAML values), e.g. grpo.kl_coef=0."
+
+
+@train_app.command("grpo")
+def train_grpo_command(
+    config: Path = typer.Option(None, help="YAML config (e.g. configs/nano_cpu.yaml)."),
+    overrides: list[str] = typer.Argument(None, help=_OVERRIDE_HELP),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Ignore existing checkpoints."),
+) -> None:
+    """GRPO: rollouts in groups, rewards, clipped policy update with k3 KL; resumable."""
+    from mmsr.train.config import GRPOConfig, load_config
+    from mmsr.train.loop import train_grpo
+
+    try:
+        options = load_config(GRPOConfig, config, overrides)
+        out = train_grpo(options, console=console, resume=not no_resume)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        _fail(str(err))
+    console.print(f"run folder: {out}")
+
+
+@train_app.command("sft")
+def train_sft_command(
+    config: Path = typer.Option(None, help="YAML config (the `sft:` keys of SFTConfig)."),
+    overrides: list[str] = typer.Argument(None, help=_OVERRIDE_HELP),
+    data: str = typer.Option(
+        None, help="world:<split> (synthesise) or a trajectory .jsonl to distil."
+    ),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Ignore existing checkpoints."),
+) -> None:
+    """SFT warm-start on world-synthesised trajectories, or distillation from a file."""
+    from mmsr.train.config import SFTConfig, load_config
+    from mmsr.train.sft import train_sft
+
+    try:
+        options = load_config(
+            SFTConfig, config, [*(overrides or []), *([f"data={data}"] if data else [])]
+        )
+        out = train_sft(options, console=console, resume=not no_resume)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        _fail(str(err))
+    console.print(f"run folder: {out}")
 
 
 # ---------------------------------------------------------------- models / demo

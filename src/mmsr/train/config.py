@@ -12,6 +12,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 import yaml
@@ -151,7 +152,8 @@ class GRPOConfig:
     prompts_per_step: int = 8
     """Questions per step; the batch holds prompts_per_step * grpo.group_size trajectories."""
     search_config: str | None = None
-    """Search config YAML (None: local world backends)."""
+    """Search config YAML (None: local world backends; 'none': no tools, every search
+    returns an error observation)."""
     reward: dict[str, Any] = field(default_factory=dict)
     """RewardConfig options (mmsr.reward), e.g. {search_penalty: 0.1, alpha: 0.1}."""
     model: ModelOptions = field(default_factory=ModelOptions)
@@ -211,11 +213,35 @@ def build_dataclass(cls, values: dict[str, Any] | None, where: str = ""):
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = build_dataclass(hint, value, f"{where}.{name}" if where else name)
+        else:
+            value = _coerce(value, hint, f"{where}.{name}" if where else name)
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where or cls.__name__}: {err}") from err
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check a scalar against its field type; YAML reads `3e-5` as text, so floats written
+    that way are converted."""
+    allowed = (
+        typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, UnionType) else (hint,)
+    )
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"{key}: must not be null")
+    if float in allowed and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{key}: {value!r} is not a number") from None
+    scalars = [t for t in allowed if t in (bool, int, str)]
+    if scalars and not any(type(value) is t for t in scalars):
+        names = "/".join(t.__name__ for t in scalars)
+        raise ValueError(f"{key}: {value!r} is not {names}")
+    return value
 
 
 def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,0 +1,216 @@
+"""`mmsr train grpo`: questions -> rollouts (groups of n) -> rewards -> GRPO update -> logs.
+
+Resumable: the run folder's latest checkpoint restores weights, optimizer, scheduler, RNG
+and the data order, and the rollouts of step k are seeded by (seed, k), so a resumed run
+takes exactly the steps an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mmsr.data.record import Sample
+from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from mmsr.train.config import GRPOConfig, config_to_dict, config_to_yaml
+from mmsr.train.grpo import grpo_update
+from mmsr.train.lora import count_parameters, prepare_trainable
+from mmsr.train.metrics import MetricsLogger, rollout_metrics
+from mmsr.train.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class DataOrder:
+    """Seeded epoch-wise shuffling of `n` questions; (epoch, position) is all its state."""
+
+    n: int
+    seed: int
+    epoch: int = 0
+    position: int = 0
+
+    def _permutation(self) -> list[int]:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist()
+
+    def take(self, count: int) -> list[int]:
+        """The next `count` indices (a new shuffled epoch starts when one runs out)."""
+        picked: list[int] = []
+        while len(picked) < count:
+            order = self._permutation()
+            need = count - len(picked)
+            picked += order[self.position : self.position + need]
+            self.position += need
+            if self.position >= self.n:
+                self.epoch, self.position = self.epoch + 1, 0
+        return picked
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+
+def ground_truth(sample: Sample) -> list[str]:
+    """What `mmsr.reward.compute_score` is given: the answer first, then its aliases."""
+    return [sample.answer, *sample.aliases]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train_grpo(
+    config: GRPOConfig,
+    *,
+    policy=None,
+    tools=None,
+    samples: Sequence[Sample] | None = None,
+    console: Console | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+) -> Path:
+    """Run (or resume) GRPO as `config` says; returns the run folder.
+
+    `policy` / `tools` / `samples` override what the config would load (tests, notebooks);
+    `stop_after` ends the process after that many steps in total, as if it were killed
+    right after the checkpoint of that step (tests of resume)."""
+    from mmsr.reward import compute_score
+    from mmsr.rollout.engine import RolloutEngine
+
+    console = console or Console()
+    out = Path(config.run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_yaml = config_to_yaml(config)
+    (out / "config.yaml").write_text(config_yaml)
+    console.rule("mmsr train grpo: resolved config")
+    console.print(config_yaml, markup=False, highlight=False)
+
+    seed_everything(config.run.seed)
+    if policy is None:
+        from mmsr.models.loading import load_policy
+
+        policy = load_policy(config.model.policy, config.model.device, config.model.dtype, console)
+    if samples is None:
+        from mmsr.eval.samples import load_eval_samples
+
+        samples = load_eval_samples(config.data)
+    if tools is None and config.search_config != "none":
+        from mmsr.search.config import SearchConfig
+        from mmsr.search.tools import make_tools
+
+        tools = make_tools(SearchConfig.load(config.search_config))
+    base = policy.model
+    # The reference is the policy before any update: a frozen copy, or under LoRA the same
+    # weights with the adapters switched off (no second copy in memory).
+    needs_copy = config.grpo.kl_coef > 0 and not config.model.lora
+    ref_model = copy.deepcopy(base).eval().requires_grad_(False) if needs_copy else None
+    model = prepare_trainable(base, config.model, seed=config.run.seed)
+    trainable, total = count_parameters(model)
+    console.print(f"trainable parameters: {trainable:,} of {total:,}")
+    total_updates = config.steps * config.grpo.ppo_epochs
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, total_updates)
+    order = DataOrder(len(samples), config.run.seed)
+    step = 0
+    checkpoints = out / "checkpoints"
+    found = latest_checkpoint(checkpoints) if resume else None
+    if found is not None:
+        state = load_checkpoint(found, model, optimizer, scheduler)
+        step = int(state["step"])
+        order.epoch, order.position = state["data_order"]["epoch"], state["data_order"]["position"]
+        console.print(f"resumed from {found} (step {step})")
+    engine = RolloutEngine(policy, tools, config.engine)
+    tokenizer = policy.tokenizer
+    pad_id = tokenizer.pad_token_id
+    pad_id = int(pad_id if pad_id is not None else tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    logger = MetricsLogger(
+        out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config)
+    )
+    last = config.steps if stop_after is None else min(config.steps, stop_after)
+    columns = (
+        TextColumn("GRPO"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )  # fmt: skip
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("grpo", total=config.steps, completed=step, info="")
+            while step < last:
+                metrics = grpo_step(
+                    config, step, engine, model, ref_model, optimizer, scheduler, samples,
+                    order, pad_id, compute_score, ground_truth,
+                )  # fmt: skip
+                step += 1
+                logger.log(step, metrics)
+                info = (
+                    f"reward {metrics['reward_mean']:.3f} acc {metrics['acc']:.2f} "
+                    f"kl {metrics['kl']:.4f}"
+                )
+                progress.update(task, completed=step, info=info)
+                if step % config.run.save_every == 0 or step == last:
+                    save_checkpoint(
+                        checkpoints, step, model, optimizer, scheduler,
+                        {"data_order": order.state()}, config_yaml, config.run.keep_checkpoints,
+                    )  # fmt: skip
+    finally:
+        logger.close()
+    if step >= config.steps and config.run.save_final:
+        final = save_final(model, policy.processor, out / "final")
+        console.print(f"final model: {final}")
+    return out
+
+
+def grpo_step(
+    config: GRPOConfig,
+    step: int,
+    engine,
+    model,
+    ref_model,
+    optimizer,
+    scheduler,
+    samples: Sequence[Sample],
+    order: DataOrder,
+    pad_id: int,
+    compute_score,
+    truth,
+) -> dict[str, Any]:
+    """One training step: rollouts, rewards, update; returns the step's metrics."""
+    started = time.perf_counter()
+    batch = [samples[i] for i in order.take(config.prompts_per_step)]
+    # Step-seeded rollouts: a resumed run samples exactly what an uninterrupted one would.
+    trajectories = engine.rollout(
+        batch, n=config.grpo.group_size, seed=config.run.seed * 1_000_003 + step
+    )
+    rollout_s = time.perf_counter() - started
+    extra = {"reward_config": config.reward, "step": step}
+    scores = [
+        compute_score(batch[t.group].source, t.solution_str, truth(batch[t.group]), extra)
+        for t in trajectories
+    ]
+    rewards = torch.tensor([float(s["score"]) for s in scores])
+    update_started = time.perf_counter()
+    update = grpo_update(
+        model, trajectories, rewards, optimizer, scheduler, config.grpo,
+        pad_id=pad_id, temperature=config.engine.temperature,
+        grad_clip=config.optim.grad_clip, ref_model=ref_model,
+    )  # fmt: skip
+    update_s = time.perf_counter() - update_started
+    tokens = sum(t.length for t in trajectories)
+    sampled = sum(t.n_sampled_tokens for t in trajectories)
+    return {
+        **rollout_metrics(scores, trajectories),
+        **update,
+        "tokens_per_s": tokens * config.grpo.ppo_epochs / max(update_s, 1e-9),
+        "rollout_tokens_per_s": sampled / max(rollout_s, 1e-9),
+        "rollout_s": rollout_s,
+        "update_s": update_s,
+        "step_s": time.perf_counter() - started,
+    }

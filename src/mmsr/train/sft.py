@@ -1,0 +1,289 @@
+"""`mmsr train sft`: masked NLL on trajectories that teach the tag format.
+
+Two sources of trajectories, both turned into exact tensors by `RolloutEngine.replay`
+(the same chat layout, masks and M-RoPE positions as rollouts; tool calls really run):
+- world synthesis: per question a script picks, AT RANDOM (seeded, never from what the
+  model knows), one plan: answer at once, image search then answer, or (attribute
+  questions) image search, text search, answer / text search, answer. So SFT teaches how
+  to use the tags, and GRPO still has to learn when searching pays off.
+- distillation: the assistant turns recorded in any trajectory JSONL (`mmsr eval` output
+  lines, or lines holding `question` + `trajectory.turns`), replayed turn by turn.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mmsr.data.record import Sample, SampleImage
+from mmsr.rollout.batch import collate
+from mmsr.rollout.logprobs import token_logprobs
+from mmsr.rollout.trajectory import Trajectory
+from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from mmsr.train.config import SFTConfig, config_to_dict, config_to_yaml
+from mmsr.train.grpo import micro_batches
+from mmsr.train.lora import count_parameters, prepare_trainable
+from mmsr.train.metrics import MetricsLogger
+from mmsr.train.optim import build_optimizer, build_scheduler
+
+PLANS = ("answer", "image", "image+text", "text")
+
+
+# ------------------------------------------------------------------------- the loss
+def sft_loss(model, batch, n_tokens: float) -> torch.Tensor:
+    """Masked NLL: -sum(log p * loss_mask) / n_tokens, with `n_tokens` the loss tokens of
+    the WHOLE optimizer batch (micro-batches then add up to the full-batch loss)."""
+    logp, _ = token_logprobs(model, batch)
+    mask = batch.loss_mask.to(logp.device).float()
+    return -(logp * mask).sum() / max(n_tokens, 1.0)
+
+
+# ------------------------------------------------------------------------- world scripts
+def choose_plan(sample: Sample, rng: random.Random, p_direct: float) -> str:
+    """A plan drawn at random: only the question TYPE (flag vs attribute) shapes the choice."""
+    if rng.random() < p_direct:
+        return "answer"
+    if sample.extra.get("qtype") == "flag" or sample.tools == "image":
+        return "image"
+    return rng.choice(["image+text", "text"])
+
+
+def plan_turns(plan: str, sample: Sample, entity_name: str) -> list[str]:
+    """The assistant turns of `plan` for `sample` (the answer is the gold one)."""
+    answer = f"<answer>{sample.answer}</answer>"
+    topic = str(sample.extra.get("qtype", "answer")).replace("_", " ")
+    query = f"{entity_name} {topic}"
+    if plan == "answer":
+        return [f"<reason>I recognise this and know the answer.</reason>{answer}"]
+    look = "<reason>I cannot tell which flag this is, so I search with the image.</reason>"
+    image = f"{look}<search><img></search>"
+    found = f"<reason>The results show the flag of {entity_name}.</reason>"
+    text = f"<text_search>{query}</text_search>"
+    if plan == "image":
+        return [image, f"{found}{answer}"]
+    if plan == "image+text":
+        need = (
+            f"<reason>The results show the flag of {entity_name}; I look up its {topic}.</reason>"
+        )
+        return [image, f"{need}{text}", f"<reason>The results give the {topic}.</reason>{answer}"]
+    if plan == "text":
+        unsure = (
+            f"<reason>This is the flag of {entity_name}, but I do not know its {topic}.</reason>"
+        )
+        return [f"{unsure}{text}", f"<reason>The results give the {topic}.</reason>{answer}"]
+    raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")
+
+
+def scripted(turns: Sequence[str]):
+    """A replay script that writes `turns` in order (then repeats the last)."""
+
+    def script(turn_index: int, observations: list[str]) -> str:
+        del observations
+        return turns[min(turn_index, len(turns) - 1)]
+
+    return script
+
+
+def world_sft_scripts(
+    samples: Sequence[Sample], n: int, p_direct: float, seed: int
+) -> tuple[list[Sample], list[Any], list[str]]:
+    """`n` (sample, script, plan) triples drawn with replacement from world `samples`."""
+    from mmsr.world.load import load_world
+
+    world = load_world()
+    rng = random.Random(seed)
+    chosen, scripts, plans = [], [], []
+    for _ in range(n):
+        sample = samples[rng.randrange(len(samples))]
+        entity = sample.extra.get("entity")
+        if not entity:
+            raise ValueError(f"sample {sample.id}: world SFT needs extra.entity (a world question)")
+        plan = choose_plan(sample, rng, p_direct)
+        chosen.append(sample)
+        scripts.append(scripted(plan_turns(plan, sample, world.entity(entity).name)))
+        plans.append(plan)
+    return chosen, scripts, plans
+
+
+# ------------------------------------------------------------------------- distillation
+def read_distillation(path: Path, only_correct: bool = True) -> tuple[list[Sample], list[Any]]:
+    """Samples and replay scripts from a trajectory JSONL: each line holds `question` and
+    `trajectory.turns[].text` (mmsr eval's trajectories.jsonl) or `turns` at top level;
+    `image` (a path), `golds`, `sample_id` are used when present. `only_correct` keeps
+    lines whose `correct_judge`/`correct_rule` verdict is true (rejection sampling)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path}: no such trajectory file")
+    samples, scripts = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not JSON ({err})") from err
+        turns = (row.get("trajectory") or row).get("turns")
+        if not isinstance(turns, list) or not turns or "question" not in row:
+            raise ValueError(f"{path}:{number}: needs 'question' and non-empty 'turns'")
+        verdict = row.get("correct_judge")
+        verdict = row.get("correct_rule", True) if verdict is None else verdict
+        if only_correct and not verdict:
+            continue
+        image = row.get("image")
+        if image and not Path(image).is_absolute():
+            image = str(path.parent / image)
+        golds = row.get("golds") or [""]
+        samples.append(
+            Sample(
+                id=str(row.get("sample_id", f"{path.name}:{number}")),
+                question=row["question"],
+                answer=golds[0] or "-",
+                aliases=list(golds[1:]),
+                images=[SampleImage(path=image)] if image else [],
+            )
+        )
+        scripts.append(scripted([t["text"] for t in turns]))
+    if not samples:
+        raise ValueError(f"{path}: no usable trajectories (only_correct={only_correct})")
+    return samples, scripts
+
+
+def build_sft_trajectories(
+    config: SFTConfig, engine, console: Console | None = None
+) -> tuple[list[Trajectory], dict[str, int]]:
+    """Replay the SFT scripts through `engine`; returns trajectories and plan counts."""
+    console = console or Console()
+    if config.data.startswith("world:"):
+        from mmsr.eval.samples import load_eval_samples
+
+        pool = load_eval_samples(config.data)
+        samples, scripts, plans = world_sft_scripts(
+            pool, config.n_trajectories, config.p_direct, config.run.seed
+        )
+    else:
+        samples, scripts = read_distillation(Path(config.data))
+        plans = ["distilled"] * len(samples)
+    trajectories: list[Trajectory] = []
+    chunk = max(1, config.engine.batch_size)
+    with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task("replay", total=len(samples))
+        for start in range(0, len(samples), chunk):
+            part = slice(start, start + chunk)
+            trajectories += engine.replay(samples[part], scripts[part])
+            bar.update(task, completed=min(len(samples), start + chunk))
+    counts = {plan: plans.count(plan) for plan in sorted(set(plans))}
+    return trajectories, counts
+
+
+# ------------------------------------------------------------------------- training
+def train_sft(
+    config: SFTConfig,
+    *,
+    policy=None,
+    tools=None,
+    trajectories: Sequence[Trajectory] | None = None,
+    console: Console | None = None,
+    resume: bool = True,
+) -> Path:
+    """SFT as `config` says (or on given `trajectories`); returns the run folder."""
+    from mmsr.rollout.engine import RolloutEngine
+    from mmsr.train.loop import DataOrder, seed_everything
+
+    console = console or Console()
+    out = Path(config.run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_yaml = config_to_yaml(config)
+    (out / "config.yaml").write_text(config_yaml)
+    console.rule("mmsr train sft: resolved config")
+    console.print(config_yaml, markup=False, highlight=False)
+    seed_everything(config.run.seed)
+    if policy is None:
+        from mmsr.models.loading import load_policy
+
+        policy = load_policy(config.model.policy, config.model.device, config.model.dtype, console)
+    if trajectories is None:
+        if tools is None and config.search_config != "none":
+            from mmsr.search.config import SearchConfig
+            from mmsr.search.tools import make_tools
+
+            tools = make_tools(SearchConfig.load(config.search_config))
+        engine = RolloutEngine(policy, tools, config.engine)
+        trajectories, counts = build_sft_trajectories(config, engine, console)
+        console.print(f"SFT trajectories: {len(trajectories)} {counts}")
+    model = prepare_trainable(policy.model, config.model, seed=config.run.seed)
+    trainable, total = count_parameters(model)
+    console.print(f"trainable parameters: {trainable:,} of {total:,}")
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.steps)
+    order = DataOrder(len(trajectories), config.run.seed)
+    step = 0
+    checkpoints = out / "checkpoints"
+    found = latest_checkpoint(checkpoints) if resume else None
+    if found is not None:
+        state = load_checkpoint(found, model, optimizer, scheduler)
+        step = int(state["step"])
+        order.epoch, order.position = state["data_order"]["epoch"], state["data_order"]["position"]
+    pad = policy.tokenizer.pad_token_id
+    pad_id = int(pad if pad is not None else policy.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    logger = MetricsLogger(
+        out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config)
+    )
+    try:
+        with Progress(
+            TextColumn("SFT"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"), console=console,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("sft", total=config.steps, completed=step, info="")
+            while step < config.steps:
+                batch = [trajectories[i] for i in order.take(config.batch_size)]
+                metrics = sft_step(model, batch, optimizer, scheduler, config, pad_id)
+                step += 1
+                logger.log(step, metrics)
+                bar.update(task, completed=step, info=f"loss {metrics['loss']:.3f}")
+                if step % config.run.save_every == 0 or step == config.steps:
+                    save_checkpoint(
+                        checkpoints, step, model, optimizer, scheduler,
+                        {"data_order": order.state()}, config_yaml, config.run.keep_checkpoints,
+                    )  # fmt: skip
+    finally:
+        logger.close()
+    if config.run.save_final:
+        console.print(f"final model: {save_final(model, policy.processor, out / 'final')}")
+    return out
+
+
+def sft_step(
+    model, batch: Sequence[Trajectory], optimizer, scheduler, config: SFTConfig, pad_id: int
+):
+    """One optimizer step of masked NLL over `batch`, accumulated over micro-batches."""
+    started = time.perf_counter()
+    n_tokens = float(sum(t.n_sampled_tokens for t in batch))
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for chunk in micro_batches(batch, config.micro_batch_size):
+        loss = sft_loss(model, collate([batch[i] for i in chunk], pad_id), n_tokens)
+        loss.backward()
+        total += float(loss.detach())
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
+    norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    model.eval()
+    seconds = time.perf_counter() - started
+    return {
+        "loss": total,
+        "grad_norm": float(norm),
+        "lr": lr,
+        "loss_tokens": n_tokens,
+        "tokens_per_s": sum(t.length for t in batch) / max(seconds, 1e-9),
+    }

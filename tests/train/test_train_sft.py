@@ -1,0 +1,128 @@
+"""SFT: world scripts independent of the model, exact replayed masks, loss goes down,
+distillation files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+import torch
+
+from mmsr.models.policy import Policy
+from mmsr.rollout.engine import EngineConfig, RolloutEngine
+from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
+from mmsr.train.sft import (
+    choose_plan,
+    plan_turns,
+    read_distillation,
+    sft_step,
+    train_sft,
+    world_sft_scripts,
+)
+from mmsr.world.load import load_world
+
+
+@pytest.fixture(scope="module")
+def world_samples():
+    return load_world().questions_in("train")[:40]
+
+
+def test_plans_are_random_and_follow_only_the_question_type(world_samples):
+    _, _, plans = world_sft_scripts(world_samples, 200, p_direct=0.3, seed=1)
+    _, _, again = world_sft_scripts(world_samples, 200, p_direct=0.3, seed=1)
+    assert plans == again  # seeded
+    assert {"answer", "image", "image+text", "text"} <= set(plans)
+    assert 0.2 < plans.count("answer") / 200 < 0.4
+    # the same question gets different plans under different draws: no knowledge involved
+    sample = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    rng = random.Random(0)
+    assert len({choose_plan(sample, rng, 0.3) for _ in range(50)}) == 3
+
+
+def test_plan_turns_use_the_protocol_tags(world_samples):
+    from mmsr.rollout.protocol import parse_action
+
+    sample = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    turns = plan_turns("image+text", sample, "Andorra")
+    actions = [parse_action(t).kind for t in turns]
+    assert actions == ["image_search", "text_search", "answer"]
+    assert parse_action(turns[-1]).answer == sample.answer
+
+
+def tiny_engine(tiny_policy):
+    policy = Policy(copy.deepcopy(tiny_policy.model), tiny_policy.processor, "tiny")
+    config = EngineConfig(max_turns=3, max_new_tokens=64, max_total_tokens=2000)
+    return policy, RolloutEngine(policy, None, config)
+
+
+def test_replayed_trajectories_mask_exactly_the_scripted_turns(tiny_policy, world_samples):
+    policy, engine = tiny_engine(tiny_policy)
+    samples, scripts, plans = world_sft_scripts(world_samples, 4, p_direct=0.5, seed=3)
+    trajectories = engine.replay(samples, scripts)
+    tokenizer = policy.tokenizer
+    for traj, sample, plan in zip(trajectories, samples, plans, strict=True):
+        masked = traj.input_ids[traj.loss_mask.bool()].tolist()
+        text = tokenizer.decode(masked)
+        expected = plan_turns(plan, sample, "X")
+        assert text.count("<|im_end|>") == len(traj.turns) == len(expected)
+        assert "<information>" not in text  # tool results are never trained on
+        assert traj.old_logp.abs().sum() == 0
+
+
+@pytest.mark.slow
+def test_sft_lowers_the_loss_and_saves_a_loadable_model(tiny_policy, world_samples, tmp_path):
+    policy, engine = tiny_engine(tiny_policy)
+    samples, scripts, _ = world_sft_scripts(world_samples, 8, p_direct=0.3, seed=0)
+    trajectories = engine.replay(samples, scripts)
+    config = SFTConfig(
+        steps=6, batch_size=8, micro_batch_size=4, search_config="none",
+        optim=OptimOptions(lr=3e-3), run=RunOptions(out=str(tmp_path / "sft"), save_every=3),
+    )  # fmt: skip
+    config.model.freeze_vision = True
+    out = train_sft(config, policy=policy, trajectories=trajectories)
+    from mmsr.train.metrics import read_metrics
+
+    losses = [row["loss"] for row in read_metrics(out / "metrics.jsonl")]
+    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0], losses
+    from mmsr.models.loading import load_policy
+
+    final = load_policy(out / "final", device="cpu")
+    assert final.model.config.model_type == policy.model.config.model_type
+
+
+def test_sft_micro_batches_match_one_batch(tiny_policy, world_samples):
+    policy, engine = tiny_engine(tiny_policy)
+    samples, scripts, _ = world_sft_scripts(world_samples, 4, p_direct=0.5, seed=5)
+    trajectories = engine.replay(samples, scripts)
+    grads = []
+    for micro in (4, 1):
+        model = copy.deepcopy(policy.model)
+        config = SFTConfig(micro_batch_size=micro, optim=OptimOptions(lr=0.0))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        metrics = sft_step(model, trajectories, optimizer, scheduler, config, pad_id=0)
+        grads.append(
+            (metrics["loss"], [p.grad.clone() for p in model.parameters() if p.grad is not None])
+        )
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_distillation_file_is_read_and_filtered(tmp_path):
+    path = tmp_path / "trajectories.jsonl"
+    rows = [
+        {"sample_id": "a", "question": "Q?", "golds": ["x"], "correct_rule": True,
+         "trajectory": {"turns": [{"text": "<reason>r</reason><answer>x</answer>"}]}},
+        {"sample_id": "b", "question": "Q?", "golds": ["y"], "correct_rule": False,
+         "trajectory": {"turns": [{"text": "<reason>r</reason><answer>z</answer>"}]}},
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    samples, scripts = read_distillation(path)
+    assert [s.id for s in samples] == ["a"] and scripts[0](0, []).endswith("<answer>x</answer>")
+    assert len(read_distillation(path, only_correct=False)[0]) == 2
+    path.write_text('{"question": "Q?"}\n')
+    with pytest.raises(ValueError, match=r"trajectories.jsonl:1"):
+        read_distillation(path)
