@@ -442,6 +442,38 @@ def generate(
     typer.echo(reply)
 
 
+@app.command("ask")
+def ask_command(
+    image: Path = typer.Argument(..., help="The question image."),
+    question: str = typer.Argument(..., help="The question about it."),
+    model: str = typer.Option("nano", "--model", help="'nano' or a local checkpoint folder."),
+    config: Path = typer.Option(None, "--config", help=_SEARCH_CONFIG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole trajectory as JSON."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    temperature: float = typer.Option(0.3, help="Sampling temperature (> 0)."),
+    max_new_tokens: int = typer.Option(256, help="Tokens per turn at most."),
+) -> None:
+    """Answer QUESTION about IMAGE with search: reasoning, tool calls, results, answer."""
+    from mmsr.models.loading import load_policy
+    from mmsr.rollout.ask import ask, render_trajectory
+    from mmsr.rollout.engine import EngineConfig
+
+    cfg = _search_config(config)
+    tools = _build_tools(cfg, image=True, text=True)
+    try:
+        engine_config = EngineConfig(temperature=temperature, max_new_tokens=max_new_tokens)
+        policy = load_policy(model, console=None if as_json else console)
+        trajectory = ask(policy, tools, image, question, engine_config, seed=seed)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    finally:
+        tools.close()
+    if as_json:
+        _print_json({"question": question, "image": str(image), **trajectory.to_json()})
+    else:
+        render_trajectory(trajectory, console, question)
+
+
 @app.command("demo")
 def demo() -> None:
     """The main job on the embedded default (what `make demo` runs)."""

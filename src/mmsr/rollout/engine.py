@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from mmsr.models.generate import open_image, stop_token_ids
 from mmsr.rollout import prompts
@@ -184,12 +185,43 @@ class _Batch:
         return sum(row is not None for row in self.rows)
 
 
+class _GrowingLayer(DynamicLayer):
+    """A cache layer that appends into spare capacity: HF's `DynamicLayer` re-concatenates
+    the whole cache at every decode step (O(length) copies per token and layer)."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.length, self.key_buffer, self.value_buffer = 0, None, None
+        end = self.length + key_states.shape[-2]
+        if self.key_buffer is None or end > self.key_buffer.shape[-2]:
+            capacity = end + max(64, end // 2)
+            shape = (*key_states.shape[:-2], capacity, key_states.shape[-1])
+            keys, values = key_states.new_empty(shape), value_states.new_empty(shape)
+            if self.length:
+                keys[..., : self.length, :] = self.key_buffer[..., : self.length, :]
+                values[..., : self.length, :] = self.value_buffer[..., : self.length, :]
+            self.key_buffer, self.value_buffer = keys, values
+        self.key_buffer[..., self.length : end, :] = key_states
+        self.value_buffer[..., self.length : end, :] = value_states
+        self.length = end
+        self.keys = self.key_buffer[..., :end, :]
+        self.values = self.value_buffer[..., :end, :]
+        return self.keys, self.values
+
+
+def _new_cache() -> DynamicCache:
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _GrowingLayer
+    return cache
+
+
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _cache_of(tensors: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    cache = DynamicCache()
+    cache = _new_cache()
     for index, (keys, values) in enumerate(tensors):
         cache.update(keys, values, index)
     return cache
@@ -607,7 +639,7 @@ class RolloutEngine:
                 )
             embeds = embeds.masked_scatter(slots.unsqueeze(-1), features)
         past_mask = torch.zeros((size, past_length), dtype=torch.long, device=device)
-        cache = DynamicCache()
+        cache = _new_cache()
         if past_length:
             layers = []
             n_layers = len(next(row.kv for row in rows if row.kv is not None))
