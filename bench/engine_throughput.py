@@ -18,8 +18,8 @@ Workload. The untrained nano policy rarely writes valid tags, so all designs fol
 steering schedule (a token forcer / logits processor): turn 1 is "<reason>" + R free tokens
 + "</reason>\\n<search><img></search>", turn 2 "<reason>" + R free + "</reason>\\n
 <text_search>" + 8 free + "</text_search>", turn 3 "<reason>" + R free + "</reason>\\n<answer>"
-+ 6 free + "</answer>", each closed by <|im_end|>. R varies per trajectory (8..56), as real
-reasoning lengths do; free tokens are sampled at temperature 1 but never end the turn. So
++ 6 free + "</answer>", each closed by <|im_end|>. R varies per trajectory (default 24..120),
+as real reasoning lengths do; free tokens are sampled at temperature 1 but never end the turn. So
 every design generates the same number of tokens; tokens/s compares wall time.
 """
 
@@ -98,9 +98,9 @@ def make_bench_tools(latency_s: float) -> tuple[SlowTools, str]:
 class Schedule:
     """forcer(group, index, turn, step) -> token | FREE_NO_STOP | None (see module doc)."""
 
-    def __init__(self, tokenizer, n: int):
+    def __init__(self, tokenizer, n: int, reason_min: int = 8, reason_max: int = 56):
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-        self.n = n
+        self.n, self.reason_min, self.reason_max = n, reason_min, reason_max
         self.open = encode("<reason>")
         self.im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.tails = {
@@ -110,7 +110,8 @@ class Schedule:
         }
 
     def reasoning_tokens(self, group: int, index: int) -> int:
-        return 8 + (group * self.n * 13 + index * 29) % 49
+        span = self.reason_max - self.reason_min + 1
+        return self.reason_min + (group * self.n * 13 + index * 29) % span
 
     def __call__(self, group: int, index: int, turn: int, step: int):
         plan: list[tuple[list[int], int]] = [(self.open, self.reasoning_tokens(group, index))]
@@ -240,7 +241,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="questions")
     parser.add_argument("--n", type=int, default=2, help="trajectories per question")
     parser.add_argument("--latency-ms", type=float, default=200.0)
-    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--reason-min", type=int, default=24, help="free reasoning tokens, min")
+    parser.add_argument("--reason-max", type=int, default=120, help="free reasoning tokens, max")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--designs", default="engine,round_synchronous,per_trajectory", help="comma list"
@@ -253,11 +256,15 @@ def main() -> None:
     tools, label = make_bench_tools(args.latency_ms / 1000)
     samples = [q for q in load_world().questions if q.tools == "image"][: args.samples]
     config = EngineConfig(max_new_tokens=args.max_new_tokens, batch_size=args.samples * args.n)
-    schedule = Schedule(policy.tokenizer, args.n)
+    schedule = Schedule(policy.tokenizer, args.n, args.reason_min, args.reason_max)
+    longest = args.reason_max + 40  # forced tags + query/answer tokens, generously
+    if args.max_new_tokens < longest:
+        raise SystemExit(f"--max-new-tokens must be >= {longest} for --reason-max")
     print(
         f"policy {policy.name} on {policy.device} ({torch.get_num_threads()} threads); "
         f"{len(samples)} questions x {args.n} = {len(samples) * args.n} trajectories; tools: "
-        f"{label}, +{args.latency_ms:.0f} ms each; max_new_tokens {args.max_new_tokens}"
+        f"{label}, +{args.latency_ms:.0f} ms each; reasoning {args.reason_min}..{args.reason_max} "
+        f"tokens per turn"
     )
     results: dict[str, tuple[int, float]] = {}
     for design in args.designs.split(","):
