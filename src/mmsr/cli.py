@@ -270,10 +270,13 @@ def eval_(
     seed: int = typer.Option(0, help="Sampling seed."),
     search_config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
     device: str = typer.Option(None, help="cpu | cuda (default: GPU if any)."),
+    from_run: Path = typer.Option(
+        None, help="Judge a saved run (its --out folder) again instead of running a model."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate a policy: accuracy, search ratio, answer behaviour (direct, rag, ondemand)."""
-    from mmsr.eval.commands import JudgeOptions, run_eval
+    from mmsr.eval.commands import JudgeOptions, rejudge_run, run_eval
     from mmsr.eval.judges import JudgeError
     from mmsr.eval.modes import EvalConfig
     from mmsr.eval.report import markdown_table, summary_rows
@@ -292,6 +295,10 @@ def eval_(
             match=match,
         )
         judge_options = JudgeOptions(judge, judge_url, judge_model, judge_key_env, judge_on_error)
+        if from_run is not None:
+            metrics = rejudge_run(run_dir=from_run, judge=judge_options, match=match, out=out)
+            _print_json(metrics) if as_json else console.print(f"judged again: {from_run}")
+            return
         metrics = run_eval(
             model=model,
             data=data,

@@ -3,6 +3,10 @@ contract), so the tests need no model."""
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from mmsr.eval.records import EvalRecord
@@ -117,3 +121,65 @@ def make_record():
         )
 
     return make
+
+
+class FakeChat:
+    """A chat-completions server; `script` maps a candidate answer to (status, body)."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.script: dict[str, list[tuple[int, str]]] = {}
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(body)
+                fake.headers.append(dict(self.headers))
+                candidate = body["messages"][-1]["content"].split("Candidate answer: ")[1]
+                candidate = candidate.split("\n")[0]
+                queue = fake.script.get(candidate) or [(200, completion("CORRECT"))]
+                status, text = queue.pop(0) if len(queue) > 1 else queue[0]
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def completion(content) -> str:
+    return json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": "judge-m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 1, "total_tokens": 51},
+        }
+    )
+
+
+@pytest.fixture
+def fake_chat():
+    server = FakeChat()
+    yield server
+    server.close()

@@ -120,6 +120,36 @@ def test_eval_cli_tiny_model(mode, tiny_qwen_vl_dir, search_yaml, tmp_path):
         assert len(re.findall(r"data:image/", viewer)) >= 4  # 3 questions + thumbnails
 
 
+def test_eval_cli_llm_judge(tiny_qwen_vl_dir, fake_chat, tmp_path):
+    """--judge llm reaches the endpoint; a reply it cannot read falls back to the rule."""
+    result = invoke(
+        "eval",
+        "--model",
+        str(tiny_qwen_vl_dir),
+        "--data",
+        "world:test",
+        "--mode",
+        "direct",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--judge",
+        "llm",
+        "--judge-url",
+        fake_chat.url,
+        "--judge-model",
+        "judge-m",
+        "--json",
+        "--device",
+        "cpu",
+    )
+    metrics = json.loads(result.stdout)
+    # The random model wrote no <answer>: such questions are judged wrong without a call.
+    assert metrics["judge"]["verdicts"] == {"llm:judge-m": 2} and fake_chat.requests == []
+    assert metrics["acc_judge"] == 0.0
+
+
 def test_eval_cli_errors_name_the_option(tiny_qwen_vl_dir):
     result = runner.invoke(app, ["eval", "--model", str(tiny_qwen_vl_dir), "--mode", "web"])
     assert result.exit_code == 2 and "--mode 'web'" in result.output
@@ -193,3 +223,59 @@ def test_data_balance_cli_tiny_model(tiny_qwen_vl_dir, search_yaml, tmp_path):
         ],
     )
     assert result.exit_code == 2 and "no question survived" in result.output
+
+
+def test_eval_cli_judges_a_saved_run_again(make_record, fake_chat, tmp_path):
+    from mmsr.eval.modes import EvalConfig
+    from mmsr.eval.run import judge_and_measure, write_run
+
+    from .conftest import completion
+
+    records = [
+        make_record("a", "City of Light"),
+        make_record("b", "Paris", n_text=1),
+        make_record("c", None),
+    ]
+    write_run(judge_and_measure(records, EvalConfig(mode="ondemand")), tmp_path / "run")
+    fake_chat.script["City of Light"] = [(200, completion("CORRECT"))]
+    fake_chat.script["Paris"] = [(400, "bad request")]  # not retried
+    result = invoke(
+        "eval",
+        "--from-run",
+        str(tmp_path / "run"),
+        "--judge",
+        "llm",
+        "--judge-url",
+        fake_chat.url,
+        "--judge-model",
+        "judge-m",
+        "--judge-on-error",
+        "fallback",
+        "--out",
+        str(tmp_path / "again"),
+        "--json",
+    )
+    metrics = json.loads(result.stdout)
+    assert len(fake_chat.requests) == 2  # "a" and "b"; "c" has no answer to judge
+    assert metrics["acc_em"] == pytest.approx(1 / 3)
+    assert metrics["acc_judge"] == pytest.approx(1 / 2)  # a: CORRECT, c: no answer
+    assert metrics["acc"] == pytest.approx(2 / 3)  # a by the judge, b by the rule fallback
+    assert metrics["judge"]["fallbacks"] == 1 and metrics["mode"] == "ondemand"
+    assert (tmp_path / "again" / "viewer.html").is_file()
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--from-run",
+            str(tmp_path / "run"),
+            "--judge",
+            "llm",
+            "--judge-url",
+            fake_chat.url,
+            "--judge-model",
+            "judge-m",
+            "--judge-on-error",
+            "fail",
+        ],
+    )
+    assert result.exit_code == 2 and "HTTP 400" in result.output and "sample b" in result.output

@@ -90,6 +90,56 @@ def run_eval(
     return run.metrics
 
 
+def rejudge_run(
+    *,
+    run_dir: Path,
+    judge: JudgeOptions,
+    match: str = "em",
+    out: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Judge a saved run again (e.g. with an LLM judge) without the model: reads
+    `run_dir/trajectories.jsonl`, recomputes the metrics and rewrites the outputs to `out`
+    (default: `run_dir`)."""
+    import dataclasses
+    import json
+
+    from mmsr.eval.run import judge_and_measure, read_records, write_run
+
+    run_dir = Path(run_dir)
+    trajectories = run_dir / "trajectories.jsonl"
+    if not trajectories.is_file():
+        raise FileNotFoundError(f"--from-run {run_dir}: no trajectories.jsonl in it")
+    records = read_records(trajectories)
+    if not records:
+        raise ValueError(f"--from-run {run_dir}: trajectories.jsonl holds no records")
+    saved: dict[str, Any] = {}
+    if (run_dir / "metrics.json").is_file():
+        saved = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    known = {f.name for f in dataclasses.fields(EvalConfig)}
+    options = {k: v for k, v in (saved.get("config") or {}).items() if k in known}
+    options.setdefault("mode", records[0].mode)
+    options["match"] = match
+    config = EvalConfig(**options)
+    llm_judge = judge.build()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            run = judge_and_measure(records, config, llm_judge=llm_judge, on_error=judge.on_error)
+        for warning in caught:
+            Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}")
+    finally:
+        if llm_judge is not None:
+            llm_judge.close()
+    for key in ("model", "data"):
+        if key in saved:
+            run.metrics[key] = saved[key]
+    target = Path(out) if out is not None else run_dir
+    paths = write_run(run, target, title=f"mmsr eval: {config.mode} (judged again)")
+    run.metrics["outputs"] = {name: str(path) for name, path in paths.items()}
+    return run.metrics
+
+
 def run_balance(
     *,
     model: str,

@@ -188,7 +188,7 @@ def apply_judges(
             verdict = llm.verdict(record.question, record.golds, record.prediction)
         except JudgeError as err:
             if on_error == "fail":
-                raise JudgeError(f"{err} [sample {record.sample_id}]") from err
+                raise JudgeError(f"{err} (sample {record.sample_id})") from err
             record.judge, record.judge_note = "rule-fallback", str(err)
             return
         record.judge, record.correct_judge = llm.name, verdict.correct
