@@ -279,7 +279,7 @@ def eval_(
     from mmsr.eval.commands import JudgeOptions, rejudge_run, run_eval
     from mmsr.eval.judges import JudgeError
     from mmsr.eval.modes import EvalConfig
-    from mmsr.eval.report import markdown_table, summary_rows
+    from mmsr.eval.report import render_metrics
 
     try:
         config = EvalConfig(
@@ -297,25 +297,25 @@ def eval_(
         judge_options = JudgeOptions(judge, judge_url, judge_model, judge_key_env, judge_on_error)
         if from_run is not None:
             metrics = rejudge_run(run_dir=from_run, judge=judge_options, match=match, out=out)
-            _print_json(metrics) if as_json else console.print(f"judged again: {from_run}")
-            return
-        metrics = run_eval(
-            model=model,
-            data=data,
-            config=config,
-            out=out,
-            limit=limit,
-            judge=judge_options,
-            search_config=search_config,
-            device=device,
-            console=None if as_json else console,
-        )
+            out = out or from_run
+        else:
+            metrics = run_eval(
+                model=model,
+                data=data,
+                config=config,
+                out=out,
+                limit=limit,
+                judge=judge_options,
+                search_config=search_config,
+                device=device,
+                console=None if as_json else console,
+            )
     except (ValueError, FileNotFoundError, RuntimeError, JudgeError) as err:
         _fail(str(err))
     if as_json:
         _print_json(metrics)
         return
-    console.print(markdown_table(summary_rows(metrics, "qtype")))
+    render_metrics(metrics, console)
     if out is not None:
         console.print(f"reports in {out} (report.html, viewer.html)")
 

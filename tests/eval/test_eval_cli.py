@@ -262,6 +262,8 @@ def test_eval_cli_judges_a_saved_run_again(make_record, fake_chat, tmp_path):
     assert metrics["acc"] == pytest.approx(2 / 3)  # a by the judge, b by the rule fallback
     assert metrics["judge"]["fallbacks"] == 1 and metrics["mode"] == "ondemand"
     assert (tmp_path / "again" / "viewer.html").is_file()
+    table = invoke("eval", "--from-run", str(tmp_path / "again"), "--match", "subem").output
+    assert "mmsr eval: ondemand (numbers in %)" in table and "reports in" in table
     result = runner.invoke(
         app,
         [

@@ -192,3 +192,16 @@ def write_report(
     paths["markdown"].write_text(render_markdown(metrics, title), "utf-8")
     paths["html"].write_text(render_html(metrics, title, viewer_href="viewer.html"), "utf-8")
     return paths
+
+
+def render_metrics(metrics: Mapping[str, Any], console, grouping: str = "qtype") -> None:
+    """The per-type table on a rich console (what `mmsr eval` shows without --json)."""
+    from rich.table import Table
+
+    rows = summary_rows(metrics, grouping)
+    table = Table(title=f"mmsr eval: {metrics['mode']} (numbers in %)")
+    for index, name in enumerate(rows[0]):
+        table.add_column(name, justify="left" if index == 0 else "right")
+    for row in rows[1:]:
+        table.add_row(*row)
+    console.print(table)
