@@ -4,8 +4,9 @@
   turn and no searches, so the prompt (`mmsr.rollout.prompts.instruction`) lists no search
   tool and asks for <reason> then <answer>.
 - rag: the paper's RAG workflow. Every question makes exactly one image search on its
-  image, then one text search, then the model answers. The two search turns are forced;
-  the final answer is the model's. The text query (`rag_query`):
+  image, then one text search, then the model answers. The two search turns are forced
+  token by token through the engine's token forcer (`RagForcer`) and the searches really
+  run; the final answer is the model's. The text query (`rag_query`):
     "question": the question itself (the classic retrieve-then-read baseline; default,
                 because it needs nothing from the model and every checkpoint can run it);
     "model":    written by the model after reading the image results (the engine
@@ -13,7 +14,8 @@
 - ondemand: the normal rollout; the model decides whether and how to search within the
   training budget (1 image search, 2 text searches, 3 turns).
 
-Generation is greedy by default (temperature 0) so evaluations are reproducible.
+Generation is near-greedy by default (temperature 0 runs at `GREEDY_TEMPERATURE`: the
+engine only samples) so evaluations are reproducible.
 """
 
 from __future__ import annotations
