@@ -384,6 +384,53 @@ def data_balance(
     )
 
 
+# ---------------------------------------------------------------- train align
+@train_app.command("align")
+def train_align_command(
+    steps: int = typer.Option(None, help="Shorthand: this many steps in each stage."),
+    embed_steps: int = typer.Option(None, help="Stage 1 steps (tower only, no LM pass)."),
+    lm_steps: int = typer.Option(None, help="Stage 2 steps (LM loss, LM frozen)."),
+    out: Path = typer.Option(None, help="Write the trained vision weights here."),
+    ship: bool = typer.Option(False, "--ship", help="Write them to the package's asset."),
+    run_dir: Path = typer.Option(Path("runs/align"), help="Checkpoint + log folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from run-dir's checkpoint."),
+    model: str = typer.Option("nano", help="'nano' (random tower) or a checkpoint folder."),
+    image_size: int = typer.Option(112, help="Photo size in px (longest side)."),
+    threads: int = typer.Option(2, help="torch CPU threads."),
+) -> None:
+    """Teach the vision tower (LM frozen) to name the familiar flags; resumable."""
+    import torch
+
+    from mmsr.models.policy import Policy
+    from mmsr.models.vision_weights import NANO_VISION_ASSET
+    from mmsr.train.align import AlignConfig, train_align
+    from mmsr.world.load import load_world
+
+    torch.set_num_threads(threads)
+    sizes = {"image_size": image_size}
+    if steps is not None:
+        sizes.update(embed_steps=steps, lm_steps=steps)
+    for name, value in (("embed_steps", embed_steps), ("lm_steps", lm_steps)):
+        if value is not None:
+            sizes[name] = value
+    try:
+        config = AlignConfig(**sizes)
+        if model == "nano":
+            from mmsr.models.nano import load_nano
+
+            nano, processor = load_nano(console=console, vision_weights=None)
+            policy = Policy(model=nano, processor=processor, name="nano")
+        else:
+            from mmsr.models.loading import load_policy
+
+            policy = load_policy(model, device="cpu", console=console)
+        weights = NANO_VISION_ASSET if ship else out
+        result = train_align(policy, load_world(), config, run_dir, weights, resume, console)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    console.print(f"align took {result.seconds / 60:.1f} min ({result.steps} steps)")
+
+
 # ---------------------------------------------------------------- train sft / grpo
 _OVERRIDE_HELP = "Config overrides key.sub=value (YAML values), e.g. grpo.kl_coef=0."
 

@@ -1,0 +1,325 @@
+"""`mmsr train align`: teach the nano model's vision tower to recognise the familiar flags.
+
+Only the vision tower and its merger train; the language model stays frozen, so all the
+model's text knowledge (and its knowledge boundary) is SmolLM2's own. Two stages:
+
+1. `embed` (cheap, no LM pass): the merger's output tokens for a photo are regressed onto
+   the LM's input embeddings of the country's name, repeated to fill the image's tokens
+   (mean squared error relative to the targets' mean square). Only the 3.9 M-parameter
+   tower runs, so thousands of photos take minutes. Afterwards the LM "reads" the image as
+   the country's name.
+2. `lm` (short): the real LM loss of "Which country's flag is this?" -> "This is the flag of
+   <name>." with gradients flowing through the frozen LM into the tower, so that greedy
+   generation names the country reliably.
+
+Photos: fresh degraded renders (`mmsr.world.photo.degrade_flag`) of the familiar flags, in a
+ring buffer: each step renders `fresh_per_step` new photos and draws the batch from the
+last `pool_size`, because rendering (~10 ms a photo) would otherwise cost more than the
+tower's step. Every photo has its own seed (see `flag_batches`); evaluation seeds come from
+another stream. The lr follows a linear warm-up then a cosine decay in each stage.
+
+Checkpoints (`<out_dir>/align_checkpoint.pt`, written atomically every `checkpoint_every`
+steps) hold the tower, the optimizer, the stage, the step and the photo counter; a resumed
+run refills its photo pool with new renders and goes on from the saved step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mmsr.models.chat_template import IMAGE_PAD
+from mmsr.models.generate import user_message
+from mmsr.models.vision_weights import save_vision_weights, vision_tower
+from mmsr.train.flag_batches import (
+    TRAIN_STREAM,
+    FlagPhoto,
+    FlagPhotos,
+    flag_entities,
+    photo_seed,
+    stack_photos,
+)
+from mmsr.world.load import World
+
+QUESTION = "Which country's flag is this?"
+CHECKPOINT_NAME = "align_checkpoint.pt"
+STAGES = ("embed", "lm")
+
+
+def answer_text(name: str) -> str:
+    return f"This is the flag of {name}."
+
+
+@dataclass
+class AlignConfig:
+    """How the eye is trained (defaults: the run that produced the shipped weights)."""
+
+    embed_steps: int = 400  # stage 1 steps (tower only)
+    embed_batch: int = 32  # photos per stage-1 step
+    embed_lr: float = 2e-3  # AdamW peak lr of stage 1
+    lm_steps: int = 60  # stage 2 steps (through the frozen LM)
+    lm_batch: int = 8  # photos per stage-2 step
+    lm_lr: float = 5e-4  # AdamW peak lr of stage 2
+    warmup_fraction: float = 0.05  # of each stage's steps
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max global grad norm
+    fresh_per_step: int = 8  # new photos rendered per step
+    pool_size: int = 512  # photos the batch is drawn from (the most recent ones)
+    image_size: int = 112  # px, longest side of a photo (nano: 112 -> <= 16 LM tokens)
+    seed: int = 0  # photo seeds and batch draws
+    checkpoint_every: int = 25  # steps
+    log_every: int = 10  # steps
+
+    def __post_init__(self) -> None:
+        for name in ("embed_steps", "lm_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"align option {name} must be >= 0, got {getattr(self, name)}")
+        for name in ("embed_batch", "lm_batch", "fresh_per_step", "pool_size", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"align option {name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.embed_steps + self.lm_steps
+
+    def stage_at(self, step: int) -> tuple[str, int, int]:
+        """(stage, step within it, its length) of the global 0-based `step`."""
+        if step < self.embed_steps:
+            return "embed", step, self.embed_steps
+        return "lm", step - self.embed_steps, self.lm_steps
+
+    def lr_at(self, step: int) -> float:
+        stage, k, n = self.stage_at(step)
+        peak = self.embed_lr if stage == "embed" else self.lm_lr
+        warmup = max(1, int(n * self.warmup_fraction))
+        if k < warmup:
+            return peak * (k + 1) / warmup
+        progress = (k - warmup) / max(1, n - warmup)
+        return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class AlignResult:
+    steps: int  # global steps done in all
+    seconds: float  # wall time of this invocation
+    last_loss: dict[str, float]  # stage -> last logged mean loss
+    weights: Path | None  # where the vision weights were written
+
+
+# ---------------------------------------------------------------- freezing
+def freeze_all_but_vision(model) -> list[torch.nn.Parameter]:
+    """requires_grad only on the vision tower (incl. merger); returns those parameters."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    params = list(vision_tower(model).parameters())
+    for param in params:
+        param.requires_grad_(True)
+    return params
+
+
+# ---------------------------------------------------------------- stage 1: embeddings
+def name_targets(model, tokenizer, photos: list[FlagPhoto]) -> torch.Tensor:
+    """[sum n_tokens, hidden]: each photo's name embedding rows, repeated to its length."""
+    table = model.get_input_embeddings().weight
+    rows = []
+    for photo in photos:
+        ids = tokenizer(" " + photo.name, add_special_tokens=False).input_ids
+        repeated = (ids * (photo.n_tokens // len(ids) + 1))[: photo.n_tokens]
+        rows.append(torch.tensor(repeated, dtype=torch.long))
+    return table[torch.cat(rows).to(table.device)].detach()
+
+
+def embed_loss(model, tokenizer, photos: list[FlagPhoto]) -> torch.Tensor:
+    """Stage 1: MSE of the merged vision tokens to the name embeddings, / mean target^2."""
+    pixels, grids = stack_photos(photos)
+    visual = vision_tower(model)
+    device = next(visual.parameters()).device
+    out = visual(pixels.to(device, visual.dtype), grid_thw=grids.to(device)).pooler_output
+    target = name_targets(model, tokenizer, photos).to(out.dtype)
+    return ((out - target) ** 2).mean() / (target**2).mean()
+
+
+# ---------------------------------------------------------------- stage 2: LM loss
+def lm_batch(processor, photos: list[FlagPhoto]) -> dict[str, torch.Tensor]:
+    """Right-padded chat sequences with labels only on the answer (and its <|im_end|>)."""
+    tokenizer = processor.tokenizer
+    prompt = processor.apply_chat_template(
+        [user_message(QUESTION, n_images=1)], tokenize=False, add_generation_prompt=True
+    )
+    end = "<|im_end|>"
+    sequences, labels = [], []
+    for photo in photos:
+        expanded = prompt.replace(IMAGE_PAD, IMAGE_PAD * photo.n_tokens, 1)
+        prompt_ids = tokenizer(expanded, add_special_tokens=False).input_ids
+        answer_ids = tokenizer(answer_text(photo.name) + end, add_special_tokens=False).input_ids
+        sequences.append(prompt_ids + answer_ids)
+        labels.append([-100] * len(prompt_ids) + answer_ids)
+    width = max(len(s) for s in sequences)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(photos), width), pad, dtype=torch.long)
+    label_ids = torch.full((len(photos), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(photos), width), dtype=torch.long)
+    for i, (seq, lab) in enumerate(zip(sequences, labels, strict=True)):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        label_ids[i, : len(lab)] = torch.tensor(lab)
+        attention[i, : len(seq)] = 1
+    pixels, grids = stack_photos(photos)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "labels": label_ids,
+        "pixel_values": pixels,
+        "image_grid_thw": grids,
+    }
+
+
+def lm_loss(model, processor, photos: list[FlagPhoto]) -> torch.Tensor:
+    """Stage 2: mean token cross-entropy of the answer, given the photo and the question."""
+    device = next(model.parameters()).device
+    dtype = next(vision_tower(model).parameters()).dtype
+    batch = {k: v.to(device) for k, v in lm_batch(processor, photos).items()}
+    batch["pixel_values"] = batch["pixel_values"].to(dtype)
+    return model(**batch).loss
+
+
+# ---------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, model, optimizer, step: int, photo_index: int, config) -> None:
+    """Atomic: written beside `path`, then renamed over it."""
+    state = {
+        "vision": {k: v.detach().cpu() for k, v in vision_tower(model).state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "photo_index": photo_index,
+        "config": asdict(config),
+        "rng": {"python": random.getstate(), "torch": torch.get_rng_state()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, optimizer) -> tuple[int, int]:
+    """Restore tower + optimizer + RNG from `path` -> (step, photo_index)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no align checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    vision_tower(model).load_state_dict(state["vision"])
+    optimizer.load_state_dict(state["optimizer"])
+    random.setstate(state["rng"]["python"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return int(state["step"]), int(state["photo_index"])
+
+
+# ---------------------------------------------------------------- the loop
+def train_align(
+    policy,
+    world: World,
+    config: AlignConfig,
+    out_dir: Path,
+    weights_out: Path | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    stop_after: int | None = None,
+) -> AlignResult:
+    """Train `policy`'s vision tower in place; returns when `config.total_steps` are done.
+
+    `out_dir`: checkpoint + log folder. `weights_out`: where the final vision weights go
+    (`save_vision_weights` format); None writes none. `stop_after`: stop (with a checkpoint)
+    once this global step is done, as an interrupted run would; `--resume` goes on from it.
+    """
+    console = console or Console(stderr=True)
+    model, processor = policy.model, policy.processor
+    entities = flag_entities(world, familiar=True)
+    if not entities:
+        raise ValueError(f"the world at {world.root} has no familiar flag entities to train on")
+    params = freeze_all_but_vision(model)
+    optimizer = torch.optim.AdamW(params, lr=config.embed_lr, weight_decay=config.weight_decay)
+    checkpoint = Path(out_dir) / CHECKPOINT_NAME
+    step, photo_index = 0, 0
+    if resume:
+        step, photo_index = load_checkpoint(checkpoint, model, optimizer)
+        console.print(f"[bold]align:[/] resumed from {checkpoint} at step {step}")
+    else:
+        random.seed(config.seed)
+    photos = FlagPhotos(world, processor, image_size=config.image_size)
+    pool: list[FlagPhoto] = []
+
+    def render(n: int) -> None:
+        nonlocal photo_index
+        for _ in range(n):
+            rng = photo_seed(config.seed, TRAIN_STREAM, photo_index)
+            entity = entities[int(rng.integers(len(entities)))]
+            pool.append(photos.photo(entity, rng))
+            photo_index += 1
+        del pool[: max(0, len(pool) - config.pool_size)]
+
+    start = time.perf_counter()
+    model.train()
+    losses: dict[str, list[float]] = {s: [] for s in STAGES}
+    last: dict[str, float] = {}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    log = (Path(out_dir) / "align_log.tsv").open("a", encoding="utf-8")
+    columns = [
+        TextColumn("[bold]align[/] {task.fields[stage]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(
+                "align", total=config.total_steps, completed=step, stage="", loss="-"
+            )
+            end = config.total_steps if stop_after is None else min(stop_after, config.total_steps)
+            while step < end:
+                stage, _, _ = config.stage_at(step)
+                batch_size = config.embed_batch if stage == "embed" else config.lm_batch
+                render(max(config.fresh_per_step, batch_size - len(pool)))
+                batch = random.sample(pool, min(batch_size, len(pool)))
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr_at(step)
+                if stage == "embed":
+                    loss = embed_loss(model, processor.tokenizer, batch)
+                else:
+                    loss = lm_loss(model, processor, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                step += 1
+                losses[stage].append(float(loss.detach()))
+                if step % config.log_every == 0 or step == config.total_steps:
+                    mean = sum(losses[stage]) / len(losses[stage])
+                    last[stage] = mean
+                    losses[stage].clear()
+                    seconds = time.perf_counter() - start
+                    log.write(f"{step}\t{stage}\t{mean:.5f}\t{config.lr_at(step - 1):.2e}\t")
+                    log.write(f"{seconds:.1f}\n")
+                    log.flush()
+                    progress.update(task, loss=f"{mean:.4f}")
+                if step % config.checkpoint_every == 0 or step == end:
+                    save_checkpoint(checkpoint, model, optimizer, step, photo_index, config)
+                progress.update(task, completed=step, stage=stage)
+    finally:
+        log.close()
+        model.eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+    seconds = time.perf_counter() - start
+    written = save_vision_weights(model, Path(weights_out)) if weights_out is not None else None
+    console.print(
+        f"[bold]align:[/] {step} steps in {seconds / 60:.1f} min"
+        + (f"; vision weights written to {written}" if written else "")
+    )
+    return AlignResult(steps=step, seconds=seconds, last_loss=last, weights=written)

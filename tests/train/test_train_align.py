@@ -1,0 +1,120 @@
+"""`mmsr train align`: only the eye trains, it learns, it resumes, the CLI runs end to end."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mmsr.models.policy import Policy
+from mmsr.models.vision_weights import NANO_VISION_ASSET, load_vision_weights, vision_tower
+from mmsr.train.align import AlignConfig, embed_loss, freeze_all_but_vision, train_align
+from mmsr.train.flag_batches import FlagPhotos, flag_entities, photo_seed
+from mmsr.world.load import load_world
+
+TINY_IMAGE = 56  # px: the tiny policy's processor makes 4 LM tokens of it
+
+
+def tiny_config(**overrides) -> AlignConfig:
+    base = dict(
+        embed_steps=2,
+        lm_steps=2,
+        embed_batch=4,
+        lm_batch=2,
+        fresh_per_step=4,
+        pool_size=4,
+        image_size=TINY_IMAGE,
+        checkpoint_every=100,
+        log_every=1,
+    )
+    return AlignConfig(**{**base, **overrides})
+
+
+def fresh_copy(policy) -> Policy:
+    return Policy(model=copy.deepcopy(policy.model), processor=policy.processor, name="tiny")
+
+
+def vision_and_rest(model) -> tuple[dict, dict]:
+    visual = {f"model.visual.{k}" for k in vision_tower(model).state_dict()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return (
+        {k: v for k, v in state.items() if k in visual},
+        {k: v for k, v in state.items() if k not in visual},
+    )
+
+
+def test_align_updates_only_the_vision_tower(tiny_policy, tmp_path):
+    policy = fresh_copy(tiny_policy)
+    vision_before, rest_before = vision_and_rest(policy.model)
+    result = train_align(policy, load_world(), tiny_config(), tmp_path, console=None)
+    vision_after, rest_after = vision_and_rest(policy.model)
+    assert result.steps == 4 and set(result.last_loss) == {"embed", "lm"}
+    assert all(torch.equal(rest_before[k], rest_after[k]) for k in rest_before)
+    changed = [k for k in vision_before if not torch.equal(vision_before[k], vision_after[k])]
+    assert "model.visual.merger.mlp.2.weight" in changed
+    assert not any(p.requires_grad for p in policy.model.parameters())  # left frozen
+
+
+def test_embed_loss_decreases_on_a_tiny_problem(tiny_policy):
+    policy = fresh_copy(tiny_policy)
+    world = load_world()
+    photos = FlagPhotos(world, policy.processor, image_size=TINY_IMAGE)
+    entities = flag_entities(world, familiar=True)[:3]
+    batch = [photos.photo(e, photo_seed(7, 0, i)) for i, e in enumerate(entities * 2)]
+    params = freeze_all_but_vision(policy.model)
+    optimizer = torch.optim.AdamW(params, lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = embed_loss(policy.model, policy.tokenizer, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_resume_continues_exactly(tiny_policy, tmp_path):
+    # pool_size == fresh_per_step == batch: every step's photos are all new, so an
+    # interrupted run (which refills its pool) sees the very same photos as a straight one.
+    config = tiny_config(embed_steps=2, lm_steps=2)
+    straight = fresh_copy(tiny_policy)
+    train_align(straight, load_world(), config, tmp_path / "straight", console=None)
+
+    interrupted = fresh_copy(tiny_policy)
+    train_align(interrupted, load_world(), config, tmp_path / "cut", console=None, stop_after=3)
+    resumed = fresh_copy(tiny_policy)  # a new process: the random tower again
+    result = train_align(resumed, load_world(), config, tmp_path / "cut", resume=True, console=None)
+    assert result.steps == 4
+    a = vision_tower(straight.model).state_dict()
+    b = vision_tower(resumed.model).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_without_checkpoint_names_the_path(tiny_policy, tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        train_align(fresh_copy(tiny_policy), load_world(), tiny_config(), tmp_path, resume=True)
+
+
+def test_cli_align_two_steps_end_to_end(tiny_qwen_vl_dir, tiny_policy, tmp_path):
+    from mmsr.cli import app
+
+    out = tmp_path / "eye.safetensors"
+    args = ["train", "align", "--model", str(tiny_qwen_vl_dir), "--steps", "1"]
+    args += ["--out", str(out), "--run-dir", str(tmp_path / "run"), "--image-size", "56"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "align took" in result.output
+    model = copy.deepcopy(tiny_policy.model)
+    load_vision_weights(model, out)  # the file fits the model it was trained for
+    assert (tmp_path / "run" / "align_checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NANO_VISION_ASSET.is_file(), reason="no shipped nano eye yet")
+def test_shipped_eye_names_familiar_flags(nano_policy):
+    from mmsr.train.eye_eval import score_eye
+
+    score = score_eye(nano_policy, load_world(), familiar=True, seed=123, max_entities=12)
+    assert score.accuracy >= 0.75, score.examples
