@@ -273,6 +273,11 @@ def main() -> None:
         if design == "engine":
             trajectories = engine.rollout(samples, n=args.n, seed=0)
             generated = sum(t.n_sampled_tokens for t in trajectories)
+            split = ", ".join(
+                f"{key} {engine.stats.get(key, 0.0):.1f}"
+                for key in ("prefill_s", "decode_s", "merge_s")
+            )
+            print(f"{'':>20}engine time: {split}; {engine.stats['decode_steps']} decode steps")
         elif design == "per_trajectory":
             generated = per_trajectory(engine, schedule, samples, args.n)
         elif design == "round_synchronous":

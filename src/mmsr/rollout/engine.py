@@ -34,7 +34,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -338,7 +340,7 @@ class RolloutEngine:
             if source is None:
                 raise ValueError(f"sample {sample.id!r}: its image has neither bytes nor path")
             images = [open_image(source)]
-            question_image = first.bytes or open(first.path, "rb").read()  # noqa: SIM115
+            question_image = first.bytes or Path(first.path).read_bytes()
         content: list[dict[str, Any]] = [{"type": "image"} for _ in images]
         content.append(
             {"type": "text", "text": prompts.first_turn_text(sample.question, self.config.limits)}
@@ -584,10 +586,14 @@ class RolloutEngine:
             )
             if ready and room > 0 and join:
                 joining = [ready.popleft() for _ in range(min(room, len(ready)))]
-                fresh = self._prefill(joining)
-                batch = fresh if batch is None else self._merge(batch, fresh)
+                with self._timed("prefill_s"):
+                    fresh = self._prefill(joining)
+                with self._timed("merge_s"):
+                    batch = fresh if batch is None else self._merge(batch, fresh)
             if batch is not None:
-                for conversation in self._decode_step(batch):
+                with self._timed("decode_s"):
+                    ended = self._decode_step(batch)
+                for conversation in ended:
                     outcome = self._end_turn(conversation)
                     if isinstance(outcome, _Search):
                         tasks.add(asyncio.create_task(self._search(outcome)))
@@ -596,10 +602,20 @@ class RolloutEngine:
                 if batch.live == 0:
                     batch = None
                 elif batch.live * 4 <= len(batch.rows) * 3:
-                    batch = self._compact(batch)
+                    with self._timed("merge_s"):
+                        batch = self._compact(batch)
                 await asyncio.sleep(0)  # let finished tool calls hand over their results
             elif tasks and not ready:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    @contextmanager
+    def _timed(self, key: str):
+        """Add the block's wall time to `self.stats[key]` (where an engine's time goes)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats[key] = self.stats.get(key, 0.0) + time.perf_counter() - started
 
     # ----------------------------------------------------------------- tensors
     @torch.inference_mode()
