@@ -77,8 +77,12 @@ class _WorldBackend:
         ]
 
 
-def make_bench_tools(latency_s: float) -> tuple[SlowTools, str]:
+def make_bench_tools(latency_s: float, search: str = "config") -> tuple[SlowTools, str]:
+    """`search="config"`: the configured tools (local backends by default; their indexes
+    are built, and cached, on first use); "world": the world-page fallback."""
     try:
+        if search == "world":
+            raise ImportError("world-page backend asked for")
         from mmsr.search.config import SearchConfig
         from mmsr.search.tools import make_tools
 
@@ -90,7 +94,7 @@ def make_bench_tools(latency_s: float) -> tuple[SlowTools, str]:
         image = ImageSearchTool(_WorldBackend("world-image", True), cache=None, k=5)
         text = TextSearchTool(_WorldBackend("world-text", False), cache=None, k=5)
         tools = SearchTools(image, text, None, None, None)  # type: ignore[arg-type]
-        label = "world-page fallback (local backends not installed)"
+        label = "world-page backend (first k pages, same for every design)"
     return SlowTools(_SlowTool(tools.image, latency_s), _SlowTool(tools.text, latency_s)), label
 
 
@@ -246,14 +250,20 @@ def main() -> None:
     parser.add_argument("--reason-max", type=int, default=120, help="free reasoning tokens, max")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
+        "--search",
+        choices=["config", "world"],
+        default="config",
+        help="tools (see make_bench_tools)",
+    )
+    parser.add_argument(
         "--designs", default="engine,round_synchronous,per_trajectory", help="comma list"
     )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     policy = load_policy(args.model)
-    tools, label = make_bench_tools(args.latency_ms / 1000)
+    tools, label = make_bench_tools(args.latency_ms / 1000, args.search)
+    if args.threads:  # after the tools: building a search index wants every core
+        torch.set_num_threads(args.threads)
     samples = [q for q in load_world().questions if q.tools == "image"][: args.samples]
     config = EngineConfig(max_new_tokens=args.max_new_tokens, batch_size=args.samples * args.n)
     schedule = Schedule(policy.tokenizer, args.n, args.reason_min, args.reason_max)
