@@ -390,6 +390,8 @@ def train_align_command(
     steps: int = typer.Option(None, help="Shorthand: this many steps in each stage."),
     embed_steps: int = typer.Option(None, help="Stage 1 steps (tower only, no LM pass)."),
     lm_steps: int = typer.Option(None, help="Stage 2 steps (LM loss, LM frozen)."),
+    lm_lr: float = typer.Option(None, help="Stage 2 peak learning rate (default 5e-4)."),
+    lm_batch: int = typer.Option(None, help="Stage 2 photos per step (default 8)."),
     out: Path = typer.Option(None, help="Write the trained vision weights here."),
     ship: bool = typer.Option(False, "--ship", help="Write them to the package's asset."),
     run_dir: Path = typer.Option(Path("runs/align"), help="Checkpoint + log folder."),
@@ -410,7 +412,12 @@ def train_align_command(
     sizes = {"image_size": image_size}
     if steps is not None:
         sizes.update(embed_steps=steps, lm_steps=steps)
-    for name, value in (("embed_steps", embed_steps), ("lm_steps", lm_steps)):
+    for name, value in (
+        ("embed_steps", embed_steps),
+        ("lm_steps", lm_steps),
+        ("lm_lr", lm_lr),
+        ("lm_batch", lm_batch),
+    ):
         if value is not None:
             sizes[name] = value
     try:

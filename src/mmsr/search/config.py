@@ -48,6 +48,17 @@ class SearchConfig:
     timeout_s: float = 15.0
     """Per-request timeout for web search APIs and the remote server, seconds."""
 
+    image_encoder: str = "colorlayout"
+    """Local image descriptor: `colorlayout` (hand-built default), `tinypixels` (baseline),
+    `open_clip:<local dir>` or `siglip:<local dir>` (real weights on disk)."""
+    image_index_augment: int = 4
+    """Degraded renders of each thumbnail added to the local image index (0: clean only)."""
+    text_dense: bool = True
+    """Local text search adds dense retrieval (all-MiniLM-L6-v2) to BM25 (fused by RRF)."""
+    local_pages: str = ""
+    """JSONL corpus the local backends search instead of the embedded world (one page a
+    line: url, title, text, optional thumbnail; see `mmsr.search.corpus`)."""
+
     cache: bool = True
     """Keep results in a persistent SQLite cache shared by every process on this machine."""
     cache_path: str = field(default_factory=default_cache_path)

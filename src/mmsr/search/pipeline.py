@@ -112,7 +112,9 @@ class TextPipeline:
         if len(text) <= self.min_chars_to_summarize:
             return replace(result, summary=text.strip()), problem
         try:
-            summary = self.summarizer.summarize(query, text, title=result.title)
+            # The snippet is the passage retrieval matched: the summary keeps it in view.
+            focus = result.snippet if text != result.snippet else ""
+            summary = self.summarizer.summarize(query, text, title=result.title, focus=focus)
             self._count(ok=True)
         except SearchError as err:
             self._count(ok=False)

@@ -2,8 +2,10 @@
 
 - `ExtractiveSummarizer` (default): no model. Splits the page into sentences, scores each
   with BM25 weights of the query's terms (idf over the page's sentences, so a term that is
-  everywhere on the page counts little), keeps the best sentences up to a length cap, and
-  prints them in page order so they still read as prose.
+  everywhere on the page counts little) plus a bonus for the sentences of the retrieval's
+  `focus` passage (the hit's snippet: the passage the retriever matched, possibly by
+  meaning rather than by words, e.g. "money" ~ "Currency: ..."), keeps the best sentences
+  up to a length cap, and prints them in page order so they still read as prose.
 - `LLMSummarizer`: any OpenAI-compatible `/chat/completions` endpoint (vLLM, OpenAI, ...)
   with our own prompt; the page text is capped before sending.
 """
@@ -36,8 +38,9 @@ STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 class Summarizer(Protocol):
     name: str
 
-    def summarize(self, query: str, text: str, *, title: str = "") -> str:
-        """A summary of `text` focused on `query` ('' when nothing in it is relevant)."""
+    def summarize(self, query: str, text: str, *, title: str = "", focus: str = "") -> str:
+        """A summary of `text` focused on `query` ('' when nothing in it is relevant).
+        `focus`: the passage retrieval matched (the hit's snippet), '' when unknown."""
         ...
 
 
@@ -65,18 +68,28 @@ class ExtractiveSummarizer:
 
     name = "extractive"
 
-    def __init__(self, max_chars: int = 600, k1: float = 1.2, b: float = 0.75):
+    def __init__(
+        self, max_chars: int = 600, k1: float = 1.2, b: float = 0.75, focus_weight: float = 2.0
+    ):
         if max_chars < 20:
             raise ValueError(f"ExtractiveSummarizer: max_chars={max_chars} is too small (>= 20)")
         self.max_chars, self.k1, self.b = max_chars, k1, b
-        self.cache_id = f"extractive:{max_chars}"
+        # A focus sentence outranks one matching a single common query word, not one that
+        # matches several query words (BM25 here is ~1-3 per matched word).
+        self.focus_weight = focus_weight
+        self.cache_id = f"extractive:{max_chars}:focus{focus_weight}"
 
-    def summarize(self, query: str, text: str, *, title: str = "") -> str:
+    def summarize(self, query: str, text: str, *, title: str = "", focus: str = "") -> str:
         sentences = split_sentences(text)
         if not sentences:
             return ""
         query_terms = [t for t in dict.fromkeys(terms(query)) if t not in STOPWORDS]
         scores = self._scores(query_terms, sentences) if query_terms else [0.0] * len(sentences)
+        if focus.strip():
+            scores = [
+                score + self.focus_weight * _share_in(sentence, focus)
+                for score, sentence in zip(scores, sentences, strict=True)
+            ]
         if max(scores) <= 0:
             # Nothing matches: the page's opening is the most useful thing to show.
             order = list(range(len(sentences)))
@@ -115,6 +128,16 @@ class ExtractiveSummarizer:
                 )
             )
         return scores
+
+
+def _share_in(sentence: str, passage: str) -> float:
+    """Share of the sentence's content words that occur in `passage` (1.0: it is part of
+    the passage). Counted on words, not characters, so whitespace and markup do not matter."""
+    words = {t for t in terms(sentence) if t not in STOPWORDS}
+    if not words:
+        return 0.0
+    in_passage = {t for t in terms(passage) if t not in STOPWORDS}
+    return len(words & in_passage) / len(words)
 
 
 def _cut(text: str, max_chars: int) -> str:
@@ -166,18 +189,22 @@ class LLMSummarizer:
         self._client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
         self.cache_id = f"llm:{self.url}:{model}:{max_sentences}:{max_chars}"
 
-    def messages(self, query: str, text: str, title: str = "") -> list[dict[str, str]]:
+    def messages(
+        self, query: str, text: str, title: str = "", focus: str = ""
+    ) -> list[dict[str, str]]:
         page = text[: self.max_input_chars]
+        snippet = f"Search engine snippet: {focus}\n" if focus.strip() else ""
         user = (
-            f"Search query: {query}\nPage title: {title or '(none)'}\nPage text:\n<<<\n{page}\n>>>"
+            f"Search query: {query}\nPage title: {title or '(none)'}\n{snippet}"
+            f"Page text:\n<<<\n{page}\n>>>"
         )
         system = SYSTEM_PROMPT.format(max_sentences=self.max_sentences)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    def summarize(self, query: str, text: str, *, title: str = "") -> str:
+    def summarize(self, query: str, text: str, *, title: str = "", focus: str = "") -> str:
         payload = {
             "model": self.model,
-            "messages": self.messages(query, text, title),
+            "messages": self.messages(query, text, title, focus),
             "temperature": 0.0,
             "max_tokens": max(64, self.max_chars // 2),
         }

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mmsr.world import store
 from mmsr.world.entities import Entity, build_entities, stable_hash
 from mmsr.world.factbook import PACKAGE, factbook_version, internet_codes, read_factbook
+from mmsr.world.facts import CONTINENT_BY_REGION
 from mmsr.world.flags import (
     NPM_PACKAGE,
     NPM_VERSION,
@@ -39,6 +40,15 @@ from mmsr.world.questions import entity_questions
 PHOTO_SIZE = 192  # px, longest side of a question photo
 PHOTO_QUALITY = 75  # JPEG quality of the stored photo
 FORMAT_VERSION = 1
+
+
+def _continents(fact) -> list[str]:
+    """The continent answer, then any other continent also accepted (Russia: Europe, Asia);
+    other aliases ("Australia" for Oceania) are names of the answer, not continents."""
+    if fact is None:
+        return []
+    names = set(CONTINENT_BY_REGION.values())
+    return [fact.answer, *(a for a in fact.aliases if a in names and a != fact.answer)]
 
 
 def build_world(
@@ -86,7 +96,17 @@ def build_world(
             progress.update(task, description=entity.name)
             (out_dir / entity.flag).write_bytes(flag_png[entity.iso2])
             entry = entry_by_fips[entity.fips]
-            pages.extend(entity_pages(entry, entity.id, entity.name, entity.region, entity.flag))
+            continent = entity.facts.get("continent")
+            pages.extend(
+                entity_pages(
+                    entry,
+                    entity.id,
+                    entity.name,
+                    entity.region,
+                    entity.flag,
+                    continents=_continents(continent),
+                )
+            )
             for sample in entity_questions(entity):
                 photo = _photo(flag_images[entity.iso2], seed, sample.id)
                 (out_dir / sample.images[0].path).write_bytes(photo)

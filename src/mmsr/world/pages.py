@@ -132,11 +132,16 @@ def _section_text(entry: FactbookEntry, section: str) -> list[str]:
     return blocks
 
 
-def _key_facts(entry: FactbookEntry, name: str, region: str) -> list[str]:
-    """The infobox of the main page: the facts a reader looks for first."""
+def _key_facts(
+    entry: FactbookEntry, name: str, region: str, continents: list[str] | None = None
+) -> list[str]:
+    """The infobox of the main page: the facts a reader looks for first. `continents`: the
+    continent (and any other it is also counted in), which the factbook's regions ("Middle
+    East", "Central America and the Caribbean") do not name, as an encyclopedia would."""
     rows = [
         ("Official name", field(entry, "Government", "Country name", "conventional long form")),
         ("Region", region),
+        ("Continent", " / ".join(continents or [])),
         ("Capital", field(entry, "Government", "Capital", "name")),
         ("Population", field(entry, "People and Society", "Population", "total")),
         ("Languages", field(entry, "People and Society", "Languages")),
@@ -170,7 +175,12 @@ def _flag_description(entry: FactbookEntry) -> str | None:
 
 
 def entity_pages(
-    entry: FactbookEntry, entity_id: str, name: str, region: str, flag_path: str | None
+    entry: FactbookEntry,
+    entity_id: str,
+    name: str,
+    region: str,
+    flag_path: str | None,
+    continents: list[str] | None = None,
 ) -> list[Page]:
     """The pages of one entity; sections with no text give no page."""
     pages = []
@@ -181,7 +191,7 @@ def entity_pages(
         if slug == MAIN_PAGE:
             background = node_text(entry.data.get("Introduction", {}).get("Background"))
             blocks = [shorten(clean_html(background), MAX_BACKGROUND_CHARS)] if background else []
-            blocks.extend(_key_facts(entry, name, region))
+            blocks.extend(_key_facts(entry, name, region, continents))
         text = "\n\n".join(blocks)
         if not text or (slug != MAIN_PAGE and len(text) < MIN_PAGE_CHARS):
             continue  # Bouvet Island's "Communications" is one line: not a page

@@ -1,0 +1,202 @@
+"""Local search quality and latency on the embedded world, each beside its baseline.
+
+    python bench/search_quality.py                   # everything (~3 min with built indexes)
+    python bench/search_quality.py --photos 2 --text-limit 400 --threads 1
+
+Image search: fresh degraded photos (`degrade_flag`, a seed stream used by neither the
+question images nor the index's own renders) of every entity that questions ask about;
+recall@1 / @5 = the entity's main page is the first / among the first five hits. The
+default descriptor (`colorlayout`) is measured beside the naive `tinypixels` baseline on
+the same photos and the same augmented index.
+
+Text search: paraphrased factual questions that name the country (the second hop after
+the image search), worded unlike the world's question templates; a hit counts when the
+gold answer or an alias (normalised as the reward does) appears in what the model would
+read: the top-5 results' titles and summaries from the full text tool (retrieval, page
+reading, extractive summary). Hybrid (BM25 + MiniLM, RRF) beside BM25 alone.
+
+Latency: per query, uncached, in-process, through the tools (`ImageSearchTool.search`
+with decoding + encoding + FAISS; `TextSearchTool.search` with retrieval + reading +
+summarising); p50 and p90 in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import statistics
+import time
+
+import numpy as np
+from PIL import Image
+
+from mmsr.reward import normalize_answer
+from mmsr.search.config import SearchConfig
+from mmsr.search.cost import CostMeter
+from mmsr.search.encoders import make_encoder
+from mmsr.search.local_image import LocalImageBackend
+from mmsr.search.local_text import LocalTextBackend
+from mmsr.search.tools import ImageSearchTool, TextSearchTool, make_pipeline
+from mmsr.world.load import load_world
+from mmsr.world.photo import degrade_flag
+
+PHOTO_STREAM = 424242  # seed stream of the benchmark photos (questions and index use others)
+
+# Our own rewordings, two or three per type; none repeats a world question template.
+PARAPHRASES = {
+    "capital": [
+        "Which city is the seat of government of {name}?",
+        "Name the capital city of {name}.",
+        "Where is the national government of {name} based?",
+    ],
+    "currency": [
+        "What money do people in {name} pay with?",
+        "Which currency does {name} use?",
+        "What is the legal tender of {name}?",
+    ],
+    "internet_code": [
+        "Which top-level domain do websites from {name} end in?",
+        "What is the country code TLD of {name}?",
+    ],
+    "independence": [
+        "When did {name} gain its independence?",
+        "In which year was {name} granted independence?",
+    ],
+    "official_language": [
+        "What language is officially spoken in {name}?",
+        "Which languages have official status in {name}?",
+    ],
+    "continent": [
+        "Which part of the world is {name} located in?",
+        "{name} lies on which continent?",
+    ],
+    "anthem": [
+        "What is the national song of {name} called?",
+        "Name the national anthem of {name}.",
+    ],
+    "highest_point": [
+        "What is the tallest mountain or highest elevation in {name}?",
+        "Which peak is the highest in {name}?",
+    ],
+    "largest_city": [
+        "Which is the biggest city in {name}?",
+        "What is the most populous urban area of {name}?",
+    ],
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def bench_image(world, photos_per_entity: int, augment: int) -> None:
+    asked = [e for e in world.entities if e.asks_flag and e.flag]
+    photos = []
+    for i, entity in enumerate(asked):
+        flag = Image.open(world.flag_path(entity.id)).convert("RGBA")
+        for j in range(photos_per_entity):
+            rng = np.random.default_rng([PHOTO_STREAM, i, j])
+            photos.append((entity, png(degrade_flag(flag, rng))))
+    print(f"image search: {len(photos)} fresh photos of {len(asked)} entities, "
+          f"index augment {augment}")
+    print(f"{'encoder':14s} {'recall@1':>9s} {'recall@5':>9s} {'p50 ms':>8s} {'p90 ms':>8s}")
+    for spec in ("colorlayout", "tinypixels"):
+        backend = LocalImageBackend(encoder=make_encoder(spec), n_augment=augment)
+        tool = ImageSearchTool(backend, cache=None, k=5)
+        at1 = at5 = 0
+        latencies = []
+        for entity, data in photos:
+            response = tool.search(data, k=5)
+            latencies.append(response.latency_ms)
+            urls = [r.url for r in response.results]
+            gold = f"world://factbook/{entity.fips}/overview"
+            at1 += bool(urls) and urls[0] == gold
+            at5 += gold in urls
+        n = len(photos)
+        print(f"{spec:14s} {at1 / n:9.1%} {at5 / n:9.1%} {percentile(latencies, 50):8.1f} "
+              f"{percentile(latencies, 90):8.1f}", flush=True)
+
+
+def text_questions(world, limit: int | None, seed: int) -> list[tuple[str, list[str], str]]:
+    rng = random.Random(seed)
+    rows = []
+    for entity in world.entities:
+        if not entity.asks_flag:
+            continue
+        for qtype, fact in entity.facts.items():
+            if qtype not in PARAPHRASES:
+                continue
+            question = rng.choice(PARAPHRASES[qtype]).format(name=entity.name)
+            rows.append((question, [fact.answer, *fact.aliases], qtype))
+    rng.shuffle(rows)
+    return rows[:limit] if limit else rows
+
+
+def contains_answer(texts: list[str], golds: list[str]) -> bool:
+    haystack = f" {normalize_answer(' '.join(texts), fold_accents=True)} "
+    return any(
+        (norm := normalize_answer(g, fold_accents=True)) and f" {norm} " in haystack
+        for g in golds
+    )
+
+
+def bench_text(world, limit: int | None, seed: int) -> None:
+    questions = text_questions(world, limit, seed)
+    print(f"\ntext search: {len(questions)} paraphrased questions, "
+          f"{len({q[2] for q in questions})} types")
+    print(f"{'retrieval':10s} {'answer@5':>9s} {'in pages@5':>10s} {'p50 ms':>8s} {'p90 ms':>8s}"
+          "   per type (answer@5)")
+    config = SearchConfig(cache=False)
+    for mode in ("hybrid", "bm25"):
+        backend = LocalTextBackend(mode=mode)
+        tool = TextSearchTool(backend, pipeline=make_pipeline(config, backend, CostMeter()),
+                              cache=None, k=5)
+        hits = in_pages = 0
+        latencies = []
+        by_type: dict[str, list[bool]] = {}
+        for question, golds, qtype in questions:
+            response = tool.search(question, k=5)
+            latencies.append(response.latency_ms)
+            seen = [f"{r.title} {r.summary or r.snippet}" for r in response.results]
+            ok = contains_answer(seen, golds)
+            hits += ok
+            in_pages += contains_answer([backend.page_text(r.url) for r in response.results],
+                                        golds)
+            by_type.setdefault(qtype, []).append(ok)
+        n = len(questions)
+        per_type = " ".join(f"{t}={statistics.mean(v):.0%}" for t, v in sorted(by_type.items()))
+        print(f"{mode:10s} {hits / n:9.1%} {in_pages / n:10.1%} {percentile(latencies, 50):8.1f} "
+              f"{percentile(latencies, 90):8.1f}   {per_type}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=1, help="Photos per entity.")
+    parser.add_argument("--augment", type=int, default=SearchConfig().image_index_augment)
+    parser.add_argument("--text-limit", type=int, default=None, help="Questions (default all).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (MiniLM).")
+    parser.add_argument("--skip", choices=["image", "text"], default=None)
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    world = load_world()
+    started = time.perf_counter()
+    if args.skip != "image":
+        bench_image(world, args.photos, args.augment)
+    if args.skip != "text":
+        bench_text(world, args.text_limit, args.seed)
+    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
