@@ -28,7 +28,9 @@ from mmsr.world.load import load_world
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=NANO_VISION_ASSET)
+    parser.add_argument(
+        "--weights", type=Path, default=NANO_VISION_ASSET, help=".safetensors or align .pt"
+    )
     parser.add_argument("--photos", type=int, default=1, help="Photos per entity.")
     parser.add_argument("--seed", type=int, default=0, help="Evaluation photo seed.")
     parser.add_argument("--max-entities", type=int, default=None)
@@ -48,7 +50,12 @@ def main() -> None:
 
         prompts.append(("rollout", first_turn_text(QUESTION)))
     for tower, weights in towers:
-        model, processor = load_nano(vision_weights=weights)
+        is_checkpoint = weights is not None and weights.suffix == ".pt"
+        model, processor = load_nano(vision_weights=None if is_checkpoint else weights)
+        if is_checkpoint:  # an align checkpoint of an unfinished run (runs/align/*.pt)
+            state = torch.load(weights, map_location="cpu", weights_only=False)
+            model.model.visual.load_state_dict(state["vision"])
+            print(f"checkpoint {weights} at step {state['step']}")
         policy = Policy(model=model, processor=processor, name="nano")
         for prompt_name, prompt in prompts:
             max_new = 16 if prompt_name == "plain" else 96
