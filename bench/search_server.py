@@ -110,9 +110,19 @@ def main() -> None:
         config_path.write_text(yaml.safe_dump({"cache_path": str(Path(tmp) / "cache.sqlite")}))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "mmsr.cli", "serve", "search", "--port", str(port),
-                   "--config", str(config_path),
-                   "--max-concurrency", str(args.server_concurrency)]
+        command = [
+            sys.executable,
+            "-m",
+            "mmsr.cli",
+            "serve",
+            "search",
+            "--port",
+            str(port),
+            "--config",
+            str(config_path),
+            "--max-concurrency",
+            str(args.server_concurrency),
+        ]
         env = {**os.environ, "MMSR_SEARCH_TOKEN": ""}
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
         try:
@@ -123,15 +133,29 @@ def main() -> None:
                 for body in bodies:  # warm the server's cache: later requests are hits
                     httpx.post(f"{url}{path}", json=body, timeout=300).raise_for_status()
             tools = make_tools(SearchConfig.from_yaml(config_path))
-            print(f"cached queries: {len(text_bodies)} text, {len(image_bodies)} image; "
-                  f"{args.concurrency} connections, {args.seconds:.0f} s per measurement")
-            print(f"{'tool':6s} {'server req/s':>13s} {'p50 ms':>8s} {'p99 ms':>8s} "
-                  f"{'in-process calls/s':>19s} {'non-200':>8s}")
+            print(
+                f"cached queries: {len(text_bodies)} text, {len(image_bodies)} image; "
+                f"{args.concurrency} connections, {args.seconds:.0f} s per measurement"
+            )
+            print(
+                f"{'tool':6s} {'server req/s':>13s} {'p50 ms':>8s} {'p99 ms':>8s} "
+                f"{'in-process calls/s':>19s} {'non-200':>8s}"
+            )
             for kind, path, bodies, call, items in (
-                ("text", "/search/text", text_bodies, lambda q: tools.text.search(q, k=5),
-                 TEXT_QUERIES),
-                ("image", "/search/image", image_bodies, lambda b: tools.image.search(b, k=5),
-                 images),
+                (
+                    "text",
+                    "/search/text",
+                    text_bodies,
+                    lambda q: tools.text.search(q, k=5),
+                    TEXT_QUERIES,
+                ),
+                (
+                    "image",
+                    "/search/image",
+                    image_bodies,
+                    lambda b: tools.image.search(b, k=5),
+                    images,
+                ),
             ):
                 for item in items:  # this process's own cache is warm too
                     call(item)
@@ -141,8 +165,11 @@ def main() -> None:
                 local_rate = in_process(call, items, args.seconds)
                 p50 = statistics.median(latencies) * 1000 if latencies else float("nan")
                 p99 = float(np.percentile(latencies, 99)) * 1000 if latencies else float("nan")
-                print(f"{kind:6s} {rate:13.0f} {p50:8.1f} {p99:8.1f} {local_rate:19.0f} "
-                      f"{sum(failures.values()):8d} {failures or ''}", flush=True)
+                print(
+                    f"{kind:6s} {rate:13.0f} {p50:8.1f} {p99:8.1f} {local_rate:19.0f} "
+                    f"{sum(failures.values()):8d} {failures or ''}",
+                    flush=True,
+                )
             tools.close()
         finally:
             server.terminate()

@@ -16,6 +16,7 @@ from mmsr.search.errors import BadRequest
 from mmsr.search.index_cache import index_dir
 from mmsr.search.local_image import LocalImageBackend, world_thumbnail_pages
 from mmsr.search.local_text import LocalTextBackend, chunk_page, world_text_pages
+from mmsr.search.projection import fit_lda, group_centroids, project
 from mmsr.search.tools import make_tools
 from mmsr.world.load import load_world
 from mmsr.world.photo import degrade_flag
@@ -32,8 +33,9 @@ def png_bytes(image: Image.Image) -> bytes:
 
 @pytest.fixture(scope="module")
 def image_backend():
-    return LocalImageBackend(world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2,
-                             progress=False)
+    return LocalImageBackend(
+        world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, progress=False
+    )
 
 
 def test_encoders_give_unit_vectors_of_their_dim():
@@ -75,13 +77,45 @@ def test_undecodable_image_is_a_bad_request(image_backend):
 def test_image_index_is_cached_by_content(image_backend):
     files = sorted(index_dir().glob("image-*.npz"))
     assert files, "the built index was not saved"
-    again = LocalImageBackend(world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2,
-                              progress=False)
+    again = LocalImageBackend(
+        world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, progress=False
+    )
     assert again.cache_id == image_backend.cache_id
-    assert again.index.ntotal == image_backend.index.ntotal == len(ENTITIES) * 3
-    fewer = LocalImageBackend(world_thumbnail_pages(entity_ids=ENTITIES[:3]), n_augment=2,
-                              progress=False)
-    assert fewer.cache_id != image_backend.cache_id and fewer.index.ntotal == 9
+    # With the learned metric every page is one centroid; its matrix is cached too.
+    assert again.index.ntotal == image_backend.index.ntotal == len(ENTITIES)
+    assert np.array_equal(again.lda_matrix, image_backend.lda_matrix)
+    raw = LocalImageBackend(
+        world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, project_dim=0, progress=False
+    )
+    assert raw.cache_id != image_backend.cache_id and raw.index.ntotal == len(ENTITIES) * 3
+    # Too few thumbnails to fit a metric: raw vectors of every render, still searchable.
+    fewer = LocalImageBackend(
+        world_thumbnail_pages(entity_ids=ENTITIES[:3]), n_augment=2, progress=False
+    )
+    assert fewer.lda_matrix is None and fewer.index.ntotal == 9
+    assert (
+        fewer.search(png_bytes(Image.open(load_world().flag_path("de"))), k=5)[0].title
+        == "Germany — Overview"
+    )
+
+
+def test_lda_keeps_the_direction_that_separates_groups():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(6), 50)
+    # Groups differ along x only; within a group the noise is 10x larger along y.
+    x = groups * 1.0 + rng.normal(0, 0.1, len(groups))
+    y = rng.normal(0, 1.0, len(groups))
+    vectors = np.stack([x, y], axis=1).astype(np.float32)
+    mean, matrix = fit_lda(vectors, groups, dim=1)
+    assert matrix.shape == (2, 1)
+    direction = matrix[:, 0] / np.linalg.norm(matrix[:, 0])
+    assert abs(direction[0]) > 0.99  # the x axis, not the noisy y axis
+    projected = project(vectors, mean, matrix)
+    assert np.allclose(np.abs(projected), 1.0, atol=1e-6)  # 1-D: unit vectors are +-1
+    centroids = group_centroids(vectors, groups, 6)
+    assert centroids.shape == (6, 2) and np.allclose(np.linalg.norm(centroids, axis=1), 1)
+    with pytest.raises(ValueError, match="two groups"):
+        fit_lda(vectors[:50], groups[:50], dim=1)
 
 
 def test_chunks_keep_whole_paragraphs():
@@ -129,18 +163,24 @@ def test_user_corpus_drives_both_local_tools(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "ke.png").write_bytes(flag.read_bytes())
     rows = [
-        {"url": "https://ex.org/ke", "title": "Kenya notes", "text": "Kenya pays in shillings.",
-         "thumbnail": "img/ke.png"},
+        {
+            "url": "https://ex.org/ke",
+            "title": "Kenya notes",
+            "text": "Kenya pays in shillings.",
+            "thumbnail": "img/ke.png",
+        },
         {"url": "https://ex.org/jp", "title": "Japan notes", "text": "Japan pays in yen."},
     ]
     corpus = tmp_path / "pages.jsonl"
     corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    config = SearchConfig(local_pages=str(corpus), text_dense=False, cache=False,
-                          image_index_augment=1)
+    config = SearchConfig(
+        local_pages=str(corpus), text_dense=False, cache=False, image_index_augment=1
+    )
     tools = make_tools(config)
     text = tools.text.search("yen", k=5)
     assert [r.url for r in text.results] == ["https://ex.org/jp"]
-    assert "yen" in text.results[0].summary  # read through the corpus, not the world
+    # Read from the corpus (its https URLs are never fetched), not from the world.
+    assert text.results[0].summary == "Japan pays in yen." and "page_errors" not in text.extra
     image = tools.image.search(flag.read_bytes(), k=5)
     assert [r.url for r in image.results] == ["https://ex.org/ke"]
     assert image.results[0].thumbnail == str((tmp_path / "img" / "ke.png").resolve())
@@ -152,8 +192,10 @@ def test_user_corpus_drives_both_local_tools(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ('{"url": "u", "title": "t"}', "`text` must be a non-empty string"),
-        ('{"url": "u", "title": "t", "text": "x", "thumbnail": "missing.png"}',
-         "thumbnail file not found"),
+        (
+            '{"url": "u", "title": "t", "text": "x", "thumbnail": "missing.png"}',
+            "thumbnail file not found",
+        ),
         ("[1, 2]", "expected a JSON object"),
     ],
 )

@@ -51,8 +51,12 @@ class SearchConfig:
     image_encoder: str = "colorlayout"
     """Local image descriptor: `colorlayout` (hand-built default), `tinypixels` (baseline),
     `open_clip:<local dir>` or `siglip:<local dir>` (real weights on disk)."""
-    image_index_augment: int = 4
-    """Degraded renders of each thumbnail added to the local image index (0: clean only)."""
+    image_index_augment: int = 16
+    """Degraded photo-like renders of each thumbnail the local image index learns from
+    (0: clean thumbnails only, no learned metric)."""
+    image_project_dim: int = 64
+    """Dimensions of the metric the local image index learns from those renders (Fisher
+    LDA, `mmsr.search.projection`); 0 indexes the raw descriptors of every render."""
     text_dense: bool = True
     """Local text search adds dense retrieval (all-MiniLM-L6-v2) to BM25 (fused by RRF)."""
     local_pages: str = ""

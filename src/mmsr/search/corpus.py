@@ -53,8 +53,11 @@ def load_corpus(path: str | Path) -> list[CorpusPage]:
             thumbnail = row.get("thumbnail") or ""
             if not isinstance(thumbnail, str):
                 raise ValueError(f"{where}: `thumbnail` must be a string")
-            pages.append(CorpusPage(url, row["title"].strip(), row["text"], *_thumb(
-                thumbnail, path.parent, where)))
+            pages.append(
+                CorpusPage(
+                    url, row["title"].strip(), row["text"], *_thumb(thumbnail, path.parent, where)
+                )
+            )
     if not pages:
         raise ValueError(f"{path}: the corpus holds no pages")
     return pages

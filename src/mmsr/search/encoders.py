@@ -109,23 +109,37 @@ def foreground_box(image: Image.Image, *, work_px: int = 48) -> tuple[float, flo
     return float(x0), float(y0), float(x1), float(y1)
 
 
+VIEWS = ("foreground", "whole")
+
+
 class ColorLayoutEncoder:
     """The default hand-built descriptor (see the module docstring). Pure numpy + Pillow,
-    about 1 ms per image."""
+    a few ms per image.
 
-    name = "colorlayout-v3"
+    `views`: the descriptor is computed on the estimated flag region (`foreground`) and on
+    the whole frame (`whole`), and the two are joined. The foreground box is right most of
+    the time; when it is not (a flag touching the frame's edges looks like background), the
+    whole-frame view still carries the flag's colours. The index's learned projection
+    (`mmsr.search.projection`) then weighs the dimensions by how well they survive photos.
+    """
+
+    name = "colorlayout-v4"
 
     def __init__(
         self,
         *,
         work_px: int = 64,  # images are resized to work_px x work_px first
         centre: float = 0.9,  # side of the kept centre, as a share of each side
-        grid: int = 6,  # layout cells per side
-        ab_bins: int = 8,  # histogram bins per chroma axis (a, b)
-        l_bins: int = 3,  # histogram bins of lightness
+        grid: int = 8,  # layout cells per side
+        ab_bins: int = 10,  # histogram bins per chroma axis (a, b)
+        l_bins: int = 4,  # histogram bins of lightness
         orient_bins: int = 8,  # gradient orientation bins (0..180 degrees)
         weights: tuple[float, float, float] = (1.0, 1.0, 0.5),  # layout, colour, gradients
+        views: tuple[str, ...] = ("foreground", "whole"),
     ):
+        unknown = set(views) - set(VIEWS)
+        if unknown or not views:
+            raise ValueError(f"ColorLayoutEncoder views {views}: choose from {VIEWS}")
         self.work_px = work_px
         self.centre = centre
         self.grid = grid
@@ -133,7 +147,13 @@ class ColorLayoutEncoder:
         self.l_bins = l_bins
         self.orient_bins = orient_bins
         self.weights = weights
-        self.dim = grid * grid * 3 + ab_bins * ab_bins * l_bins + orient_bins * 4
+        self.views = tuple(views)
+        self.view_dim = grid * grid * 3 + ab_bins * ab_bins * l_bins + orient_bins * 4
+        self.dim = self.view_dim * len(self.views)
+        # The name keys the index cache: other settings give other vectors, so another name.
+        settings = (work_px, centre, grid, ab_bins, l_bins, orient_bins, tuple(weights), views)
+        if settings != (64, 0.9, 8, 10, 4, 8, (1.0, 1.0, 0.5), ("foreground", "whole")):
+            self.name = f"{ColorLayoutEncoder.name}{settings}"
 
     def encode(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
@@ -141,10 +161,20 @@ class ColorLayoutEncoder:
         return np.stack([self._one(img) for img in images])
 
     def _one(self, image: Image.Image) -> np.ndarray:
+        img = to_rgb(image)
+        parts = []
+        for view in self.views:
+            if view == "foreground":
+                box = foreground_box(img)
+            else:
+                box = (0.0, 0.0, float(img.size[0]), float(img.size[1]))
+            parts.append(self._view(img, box))
+        return _l2_normalize(np.concatenate(parts))
+
+    def _view(self, img: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
         side = self.work_px
         margin = (1 - self.centre) / 2
-        img = to_rgb(image)
-        x0, y0, x1, y1 = foreground_box(img)
+        x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
         box = (x0 + margin * w, y0 + margin * h, x1 - margin * w, y1 - margin * h)
         img = img.resize((side, side), Image.Resampling.BILINEAR, box=box)
@@ -212,8 +242,9 @@ class TinyPixelsEncoder:
 
     def encode(self, images: list[Image.Image]) -> np.ndarray:
         rows = [
-            np.asarray(to_rgb(img).resize((8, 8), Image.Resampling.BILINEAR), np.float32)
-            .reshape(-1)
+            np.asarray(to_rgb(img).resize((8, 8), Image.Resampling.BILINEAR), np.float32).reshape(
+                -1
+            )
             for img in images
         ]
         x = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)

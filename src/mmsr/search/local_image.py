@@ -1,10 +1,17 @@
 """Local image search: a FAISS inner-product index over the world's page thumbnails.
 
 One page per thumbnail is returned (the entity's main page, whose thumbnail is its flag).
-The index holds, for every thumbnail, its clean render and `n_augment` degraded photo-like
-renders (`mmsr.world.photo.degrade_flag`, fixed seeds): a query photo then meets stored
-vectors that went through the same kinds of degradation, which is how a real image search
-engine makes a descriptor robust. Hits are aggregated per page (best vector wins).
+The index renders, for every thumbnail, its clean image and `n_augment` degraded photo-like
+versions (`mmsr.world.photo.degrade_flag`, fixed seeds). Those groups serve twice:
+
+1. they fit a linear metric (`mmsr.search.projection`, Fisher LDA over the descriptor): the
+   directions that stay put when a photo degrades a thumbnail and that still tell
+   thumbnails apart; descriptors are mapped into it;
+2. each page is then one vector, the centroid of its renders in that space, so a query
+   photo is compared with what a thumbnail looks like "on average as a photo".
+
+With `project_dim=0` (or a corpus too small to fit a metric) the raw descriptors of all
+renders are indexed instead and hits are aggregated per page (best vector wins).
 
 The vectors are cached on disk (`index_cache`) under a key of the thumbnails' bytes, the
 encoder name and the augmentation settings; `cache_id` carries the same key so the search
@@ -23,9 +30,11 @@ from PIL import Image, UnidentifiedImageError
 from mmsr.search.encoders import ImageEncoder, make_encoder, to_rgb
 from mmsr.search.errors import BadRequest
 from mmsr.search.index_cache import content_key, load_arrays, save_arrays
+from mmsr.search.projection import fit_lda, group_centroids, project
 from mmsr.search.types import SearchResult
 
-INDEX_VERSION = 1  # bump when the build procedure changes
+INDEX_VERSION = 2  # bump when the build procedure changes
+MIN_PAGES_TO_PROJECT = 8  # fewer thumbnails cannot estimate a metric
 
 
 @dataclass
@@ -72,8 +81,9 @@ def corpus_thumbnail_pages(path: str | Path) -> list[ThumbnailPage]:
     from mmsr.search.corpus import load_corpus
 
     return [
-        ThumbnailPage(p.title, p.url, " ".join(p.text[:300].split()), p.thumbnail_path,
-                      thumbnail=p.thumbnail)
+        ThumbnailPage(
+            p.title, p.url, " ".join(p.text[:300].split()), p.thumbnail_path, thumbnail=p.thumbnail
+        )
         for p in load_corpus(path)
         if p.thumbnail_path
     ]
@@ -96,7 +106,8 @@ class LocalImageBackend:
         pages: list[ThumbnailPage] | None = None,
         *,
         encoder: ImageEncoder | None = None,
-        n_augment: int = 4,
+        n_augment: int = 16,
+        project_dim: int = 64,
         seed: int = 0,
         use_cache: bool = True,
         progress: bool = True,
@@ -109,37 +120,42 @@ class LocalImageBackend:
         self.encoder = encoder or make_encoder("colorlayout")
         self.n_augment = n_augment
         self.seed = seed
+        projected = project_dim > 0 and n_augment > 0 and len(self.pages) >= MIN_PAGES_TO_PROJECT
+        self.project_dim = project_dim if projected else 0
         thumbs = [_read_image(p.image_path) for p in self.pages]
         self.key = content_key(
             "image-index",
             INDEX_VERSION,
             self.encoder.name,
             n_augment,
+            self.project_dim,
             seed,
             [p.url for p in self.pages],
             *thumbs,
         )
         self.cache_id = f"local-image:{self.key[:16]}"
         cached = load_arrays("image", self.key) if use_cache else None
-        if cached is not None:
-            vectors, owner = cached["vectors"], cached["owner"]
-        else:
-            vectors, owner = self._build(thumbs, progress)
+        if cached is None:
+            cached = self._build(thumbs, progress)
             if use_cache:
-                save_arrays("image", self.key, {"vectors": vectors, "owner": owner})
-        self.owner = owner.astype(np.int64)  # [n_vectors] index into self.pages
+                save_arrays("image", self.key, cached)
+        vectors = cached["vectors"]
+        self.owner = cached["owner"].astype(np.int64)  # [n_vectors] index into self.pages
+        self.lda_mean = cached.get("lda_mean")  # [D] or None
+        self.lda_matrix = cached.get("lda_matrix")  # [D, d] or None
         self.index = faiss.IndexFlatIP(int(vectors.shape[1]))
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
     @classmethod
     def from_config(cls, config) -> LocalImageBackend:
         spec = getattr(config, "image_encoder", "colorlayout")
-        n_augment = getattr(config, "image_index_augment", 4)
+        n_augment = getattr(config, "image_index_augment", 16)
+        project_dim = getattr(config, "image_project_dim", 64)
         corpus = getattr(config, "local_pages", "")
         pages = corpus_thumbnail_pages(corpus) if corpus else None
-        return cls(pages, encoder=make_encoder(spec), n_augment=n_augment)
+        return cls(pages, encoder=make_encoder(spec), n_augment=n_augment, project_dim=project_dim)
 
-    def _build(self, thumbs: list[bytes], progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _build(self, thumbs: list[bytes], progress: bool) -> dict[str, np.ndarray]:
         from rich.progress import track
 
         from mmsr.world.photo import degrade_flag
@@ -157,7 +173,17 @@ class LocalImageBackend:
                 images.append(degrade_flag(clean, rng))
                 owner.append(i)
         vectors = self.encoder.encode(images).astype(np.float32)
-        return vectors, np.asarray(owner, dtype=np.int64)
+        owner = np.asarray(owner, dtype=np.int64)
+        if not self.project_dim:
+            return {"vectors": vectors, "owner": owner}
+        mean, matrix = fit_lda(vectors, owner, self.project_dim)
+        centroids = group_centroids(project(vectors, mean, matrix), owner, len(thumbs))
+        return {
+            "vectors": centroids,
+            "owner": np.arange(len(thumbs), dtype=np.int64),
+            "lda_mean": mean,
+            "lda_matrix": matrix,
+        }
 
     def encode_bytes(self, image: bytes) -> np.ndarray:
         try:
@@ -165,7 +191,10 @@ class LocalImageBackend:
             img.load()
         except (UnidentifiedImageError, OSError) as err:
             raise BadRequest(f"image search: the image cannot be decoded ({err})") from err
-        return self.encoder.encode([img]).astype(np.float32)
+        vector = self.encoder.encode([img]).astype(np.float32)
+        if self.lda_matrix is not None:
+            vector = project(vector, self.lda_mean, self.lda_matrix)
+        return vector
 
     def search(self, image: bytes, k: int = 5) -> list[SearchResult]:
         return self.search_vector(self.encode_bytes(image), k)
@@ -173,7 +202,8 @@ class LocalImageBackend:
     def search_vector(self, vector: np.ndarray, k: int = 5) -> list[SearchResult]:
         """Top-k pages for one encoded query [1, dim]."""
         # Several vectors per page: ask for enough neighbours to fill k distinct pages.
-        depth = min(self.index.ntotal, k * (self.n_augment + 1) * 4)
+        per_page = max(1, self.index.ntotal // len(self.pages))
+        depth = min(self.index.ntotal, k * per_page * 4)
         scores, ids = self.index.search(np.ascontiguousarray(vector), depth)
         best: dict[int, float] = {}
         for score, idx in zip(scores[0], ids[0], strict=True):

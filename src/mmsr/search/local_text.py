@@ -48,9 +48,7 @@ def world_text_pages(world=None, entity_ids: list[str] | None = None) -> list[Te
     world = world or load_world()
     keep = set(entity_ids) if entity_ids is not None else None
     return [
-        TextPage(p.title, p.url, p.text)
-        for p in world.pages
-        if keep is None or p.entity in keep
+        TextPage(p.title, p.url, p.text) for p in world.pages if keep is None or p.entity in keep
     ]
 
 
@@ -177,8 +175,9 @@ class LocalTextBackend:
         self._bm25 = None
         if mode in ("hybrid", "bm25"):
             self._bm25 = bm25s.BM25()
-            self._bm25.index(bm25s.tokenize(titled, stopwords="en", show_progress=False),
-                             show_progress=False)
+            self._bm25.index(
+                bm25s.tokenize(titled, stopwords="en", show_progress=False), show_progress=False
+            )
         self.encoder = None
         self._dense = None
         if mode in ("hybrid", "dense"):

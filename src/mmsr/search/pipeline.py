@@ -24,6 +24,10 @@ LocalPageText = Callable[[str], str]  # world:// URL -> page text (KeyError when
 LOCAL_SCHEME = "world://"
 
 
+def _is_web(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
 class PageReader:
     """Full text of a result's page: local corpus for `world://`, `web` for http(s)."""
 
@@ -39,13 +43,16 @@ class PageReader:
     def read(self, url: str) -> str | None:
         """The page's text; None when this reader is not set up for such URLs (then the
         retrieval snippet stands in, and that is not a problem worth reporting)."""
-        if url.startswith(LOCAL_SCHEME):
-            if self.local is None:
-                return None
+        if self.local is not None:
+            # The local corpus first: a user corpus may hold http(s) URLs of its own pages,
+            # which must be read from the corpus, never fetched.
             try:
                 return self.local(url)
             except KeyError as err:
-                raise SearchError(f"no local page {url}", backend="reader") from err
+                if url.startswith(LOCAL_SCHEME):
+                    raise SearchError(f"no local page {url}", backend="reader") from err
+        elif url.startswith(LOCAL_SCHEME):
+            return None
         if url.startswith(("http://", "https://")):
             if self.web is None:
                 return None
@@ -90,7 +97,10 @@ class TextPipeline:
         if self.summarizer is None or not results:
             return results, []
         workers = max(1, min(self.max_workers, len(results)))
-        if workers == 1:
+        # Threads pay off only while pages are fetched over the network; local pages are
+        # read and summarised faster than a pool starts (the local tool's latency budget).
+        remote = self.reader is not None and self.reader.web is not None
+        if workers == 1 or not remote or not any(_is_web(r.url) for r in results):
             outcomes = [self._one(query, r) for r in results]
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="mmsr-read") as pool:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -63,6 +64,15 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
+@functools.lru_cache(maxsize=4096)
+def _page_sentences(text: str) -> tuple[tuple[str, ...], tuple[list[str], ...]]:
+    """Sentences of a page and their terms. Cached: a local corpus's pages come back in
+    search after search, and splitting them is most of a summary's cost. Callers must not
+    modify the returned lists."""
+    sentences = tuple(split_sentences(text))
+    return sentences, tuple(terms(s) for s in sentences)
+
+
 class ExtractiveSummarizer:
     """Best query-matching sentences of the page, in page order, at most `max_chars`."""
 
@@ -80,15 +90,16 @@ class ExtractiveSummarizer:
         self.cache_id = f"extractive:{max_chars}:focus{focus_weight}"
 
     def summarize(self, query: str, text: str, *, title: str = "", focus: str = "") -> str:
-        sentences = split_sentences(text)
+        sentences, tokenised = _page_sentences(text)
         if not sentences:
             return ""
         query_terms = [t for t in dict.fromkeys(terms(query)) if t not in STOPWORDS]
-        scores = self._scores(query_terms, sentences) if query_terms else [0.0] * len(sentences)
+        scores = self._scores(query_terms, tokenised) if query_terms else [0.0] * len(sentences)
         if focus.strip():
+            in_focus = {t for t in terms(focus) if t not in STOPWORDS}
             scores = [
-                score + self.focus_weight * _share_in(sentence, focus)
-                for score, sentence in zip(scores, sentences, strict=True)
+                score + self.focus_weight * _share_in(tokens, in_focus)
+                for score, tokens in zip(scores, tokenised, strict=True)
             ]
         if max(scores) <= 0:
             # Nothing matches: the page's opening is the most useful thing to show.
@@ -110,9 +121,8 @@ class ExtractiveSummarizer:
             used += cost
         return " ".join(sentences[i] for i in sorted(chosen))
 
-    def _scores(self, query_terms: list[str], sentences: list[str]) -> list[float]:
-        tokenised = [terms(s) for s in sentences]
-        n = len(sentences)
+    def _scores(self, query_terms: list[str], tokenised: tuple[list[str], ...]) -> list[float]:
+        n = len(tokenised)
         avg_len = sum(len(t) for t in tokenised) / n or 1.0
         doc_freq = Counter(t for tokens in tokenised for t in set(tokens) if t in query_terms)
         idf = {t: math.log(1 + (n - doc_freq[t] + 0.5) / (doc_freq[t] + 0.5)) for t in doc_freq}
@@ -130,14 +140,13 @@ class ExtractiveSummarizer:
         return scores
 
 
-def _share_in(sentence: str, passage: str) -> float:
-    """Share of the sentence's content words that occur in `passage` (1.0: it is part of
+def _share_in(sentence_terms: list[str], passage_terms: set[str]) -> float:
+    """Share of a sentence's content words that occur in the passage (1.0: it is part of
     the passage). Counted on words, not characters, so whitespace and markup do not matter."""
-    words = {t for t in terms(sentence) if t not in STOPWORDS}
+    words = {t for t in sentence_terms if t not in STOPWORDS}
     if not words:
         return 0.0
-    in_passage = {t for t in terms(passage) if t not in STOPWORDS}
-    return len(words & in_passage) / len(words)
+    return len(words & passage_terms) / len(words)
 
 
 def _cut(text: str, max_chars: int) -> str:
