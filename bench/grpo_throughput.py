@@ -50,25 +50,8 @@ def synthetic_batch(n: int, length: int, prompt: int, vocab: int, seed: int) -> 
         ids = torch.randint(0, vocab, (length,), generator=generator)
         mask = torch.zeros(length, dtype=torch.long)
         mask[prompt:] = 1
-        trajectories.append(
-            Trajectory(
-                sample_id=f"b{row}",
-                group=row // 4,
-                input_ids=ids,
-                loss_mask=mask,
-                position_ids=torch.arange(length).expand(3, length).clone(),
-                pixel_values=None,
-                image_grid_thw=None,
-                old_logp=torch.full((length,), -10.0) * mask,
-                turns=[],
-                tool_calls=[],
-                n_image_search=0,
-                n_text_search=0,
-                answer=None,
-                solution_str="",
-                finish_reason="answer",
-            )  # fmt: skip
-        )
+        old_logp = torch.full((length,), -10.0) * mask
+        trajectories.append(Trajectory.bare(f"b{row}", row // 4, ids, mask, old_logp=old_logp))
     return trajectories
 
 

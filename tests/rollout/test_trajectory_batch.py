@@ -21,22 +21,14 @@ def _trajectory(policy, text: str, colours: list[str]) -> Trajectory:
     grid = inputs["image_grid_thw"]
     mask = torch.zeros_like(ids)
     mask[-3:] = 1
-    return Trajectory(
-        sample_id="s",
-        group=0,
-        input_ids=ids,
-        loss_mask=mask,
+    return Trajectory.bare(
+        "s",
+        0,
+        ids,
+        mask,
         position_ids=mrope_positions(policy.model, ids, grid),
         pixel_values=inputs["pixel_values"],
         image_grid_thw=grid,
-        old_logp=torch.zeros(ids.shape),
-        turns=[],
-        tool_calls=[],
-        n_image_search=0,
-        n_text_search=0,
-        answer=None,
-        solution_str="",
-        finish_reason="answer",
     )
 
 

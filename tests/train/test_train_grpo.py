@@ -17,24 +17,8 @@ from mmsr.train.optim import build_optimizer, build_scheduler, lr_factor
 
 def make_trajectory(ids, mask, group=0, old_logp=None) -> Trajectory:
     ids = torch.tensor(ids, dtype=torch.long)
-    length = ids.numel()
-    return Trajectory(
-        sample_id=f"s{group}",
-        group=group,
-        input_ids=ids,
-        loss_mask=torch.tensor(mask, dtype=torch.long),
-        position_ids=torch.arange(length).expand(3, length).clone(),
-        pixel_values=None,
-        image_grid_thw=None,
-        old_logp=torch.zeros(length) if old_logp is None else old_logp,
-        turns=[],
-        tool_calls=[],
-        n_image_search=0,
-        n_text_search=0,
-        answer=None,
-        solution_str="",
-        finish_reason="answer",
-    )
+    mask = torch.tensor(mask, dtype=torch.long)
+    return Trajectory.bare(f"s{group}", group, ids, mask, old_logp=old_logp)
 
 
 # ----------------------------------------------------------------- hand-computed numbers

@@ -59,6 +59,42 @@ class Trajectory:
     sample_index: int = 0  # which of the n samples of its group this is
     prompt_length: int = 0  # tokens before the first model turn
 
+    @classmethod
+    def bare(
+        cls,
+        sample_id: str,
+        group: int,
+        input_ids: torch.Tensor,
+        loss_mask: torch.Tensor,
+        *,
+        old_logp: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+    ) -> Trajectory:
+        """Tensors only, no turns or tool calls (synthetic batches for tests and benches).
+        Defaults: text-only positions 0..T-1 in all three M-RoPE rows, old_logp zeros."""
+        length = int(input_ids.numel())
+        if position_ids is None:
+            position_ids = torch.arange(length, dtype=torch.long).expand(3, length).clone()
+        return cls(
+            sample_id=sample_id,
+            group=group,
+            input_ids=input_ids,
+            loss_mask=loss_mask,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            old_logp=torch.zeros(length) if old_logp is None else old_logp,
+            turns=[],
+            tool_calls=[],
+            n_image_search=0,
+            n_text_search=0,
+            answer=None,
+            solution_str="",
+            finish_reason="answer",
+        )
+
     @property
     def length(self) -> int:
         return int(self.input_ids.numel())
