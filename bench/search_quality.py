@@ -8,8 +8,9 @@ question images nor the index's own renders) of every entity that questions ask 
 recall@1 / @5 = the entity's main page is the first / among the first five hits;
 look-alike@1 also accepts a page whose flag is the same image (the world's look-alike
 groups: nothing in the pixels tells them apart). The default (`colorlayout` descriptor +
-the metric learned from the index's renders) is measured beside the same descriptor
-without the metric and the naive `tinypixels` baseline, on the same photos.
+the MLP metric learned from the index's renders) is measured beside the same descriptor
+with the LDA metric and with none, and the naive `tinypixels` baseline, on the same
+photos.
 
 Text search: paraphrased factual questions that name the country (the second hop after
 the image search), worded unlike the world's question templates; a hit counts when the
@@ -98,7 +99,7 @@ def png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def bench_image(world, photos_per_entity: int, augment: int, project_dim: int) -> None:
+def bench_image(world, photos_per_entity: int, augment: int, metric: str) -> None:
     asked = [e for e in world.entities if e.asks_flag and e.flag]
     photos = []
     for i, entity in enumerate(asked):
@@ -119,9 +120,10 @@ def bench_image(world, photos_per_entity: int, augment: int, project_dim: int) -
         f"{'p50 ms':>8s} {'p90 ms':>8s}"
     )
     main_page = {e.id: f"world://factbook/{e.fips}/overview" for e in world.entities}
-    runs = (("colorlayout", project_dim), ("colorlayout", 0), ("tinypixels", project_dim))
-    for spec, dim in runs:
-        backend = LocalImageBackend(encoder=make_encoder(spec), n_augment=augment, project_dim=dim)
+    others = [m for m in ("lda", "none") if m != metric]
+    runs = [("colorlayout", metric), *(("colorlayout", m) for m in others), ("tinypixels", metric)]
+    for spec, used in runs:
+        backend = LocalImageBackend(encoder=make_encoder(spec), n_augment=augment, metric=used)
         tool = ImageSearchTool(backend, cache=None, k=5)
         at1 = alike1 = at5 = 0
         latencies = []
@@ -135,7 +137,7 @@ def bench_image(world, photos_per_entity: int, augment: int, project_dim: int) -
             alike1 += bool(urls) and urls[0] in same
             at5 += gold in urls
         n = len(photos)
-        label = f"{spec} ({'LDA ' + str(dim) if dim else 'raw'})"
+        label = f"{spec} ({backend.metric if backend.metric != 'none' else 'raw'})"
         print(
             f"{label:26s} {at1 / n:9.1%} {alike1 / n:12.1%} {at5 / n:9.1%} "
             f"{percentile(latencies, 50):8.1f} {percentile(latencies, 90):8.1f}",
@@ -205,7 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=1, help="Photos per entity.")
     parser.add_argument("--augment", type=int, default=SearchConfig().image_index_augment)
-    parser.add_argument("--project-dim", type=int, default=SearchConfig().image_project_dim)
+    parser.add_argument("--metric", default=SearchConfig().image_metric, help="mlp|lda|none")
     parser.add_argument("--text-limit", type=int, default=None, help="Questions (default all).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (MiniLM).")
@@ -218,7 +220,7 @@ def main() -> None:
     world = load_world()
     started = time.perf_counter()
     if args.skip != "image":
-        bench_image(world, args.photos, args.augment, args.project_dim)
+        bench_image(world, args.photos, args.augment, args.metric)
     if args.skip != "text":
         bench_text(world, args.text_limit, args.seed)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

@@ -16,8 +16,14 @@ from mmsr.search.errors import BadRequest
 from mmsr.search.index_cache import index_dir
 from mmsr.search.local_image import LocalImageBackend, world_thumbnail_pages
 from mmsr.search.local_text import LocalTextBackend, chunk_page, world_text_pages
-from mmsr.search.projection import fit_lda, group_centroids, project
-from mmsr.search.tools import make_tools
+from mmsr.search.projection import (
+    apply_mlp_metric,
+    fit_lda,
+    fit_mlp_metric,
+    group_centroids,
+    project,
+)
+from mmsr.search.tools import ImageSearchTool, make_tools
 from mmsr.world.load import load_world
 from mmsr.world.photo import degrade_flag
 
@@ -68,9 +74,7 @@ def test_degraded_photos_find_their_flag(image_backend):
 def test_undecodable_image_is_a_bad_request(image_backend):
     with pytest.raises(BadRequest, match="cannot be decoded"):
         image_backend.search(b"not an image at all", k=5)
-    tools = make_tools(SearchConfig(cache=False), text=False)
-    tools.image.backend = image_backend
-    response = tools.image.search(b"garbage", k=3)
+    response = ImageSearchTool(image_backend).search(b"garbage", k=3)
     assert response.results == [] and response.extra["error_type"] == "BadRequest"
 
 
@@ -81,22 +85,50 @@ def test_image_index_is_cached_by_content(image_backend):
         world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, progress=False
     )
     assert again.cache_id == image_backend.cache_id
-    # With the learned metric every page is one centroid; its matrix is cached too.
+    # With a learned metric every page is one centroid; the metric is cached too.
     assert again.index.ntotal == image_backend.index.ntotal == len(ENTITIES)
-    assert np.array_equal(again.lda_matrix, image_backend.lda_matrix)
+    assert set(again.metric_arrays) == set(image_backend.metric_arrays) > set()
+    for name, array in again.metric_arrays.items():
+        assert np.array_equal(array, image_backend.metric_arrays[name])
     raw = LocalImageBackend(
-        world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, project_dim=0, progress=False
+        world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, metric="none", progress=False
     )
     assert raw.cache_id != image_backend.cache_id and raw.index.ntotal == len(ENTITIES) * 3
+    lda = LocalImageBackend(
+        world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, metric="lda", progress=False
+    )
+    assert "lda_matrix" in lda.metric_arrays  # what "auto" picks for a small corpus
+    assert lda.cache_id == image_backend.cache_id
+    mlp = LocalImageBackend(
+        world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, metric="mlp", progress=False
+    )
+    assert "mlp_w1" in mlp.metric_arrays and mlp.cache_id != image_backend.cache_id
+    assert len(mlp.search(png_bytes(Image.open(load_world().flag_path("jp"))), k=3)) == 3
+    with pytest.raises(ValueError, match="metric 'knn'"):
+        LocalImageBackend(world_thumbnail_pages(entity_ids=ENTITIES), metric="knn")
     # Too few thumbnails to fit a metric: raw vectors of every render, still searchable.
     fewer = LocalImageBackend(
         world_thumbnail_pages(entity_ids=ENTITIES[:3]), n_augment=2, progress=False
     )
-    assert fewer.lda_matrix is None and fewer.index.ntotal == 9
+    assert fewer.metric_arrays == {} and fewer.index.ntotal == 9
     assert (
         fewer.search(png_bytes(Image.open(load_world().flag_path("de"))), k=5)[0].title
         == "Germany — Overview"
     )
+
+
+def test_mlp_metric_separates_groups_and_runs_without_torch():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 1, (5, 8))
+    groups = np.repeat(np.arange(5), 40)
+    vectors = (centres[groups] + rng.normal(0, 0.3, (200, 8))).astype(np.float32)
+    arrays = fit_mlp_metric(vectors, groups, dim=4, hidden=16, epochs=30)
+    mapped = apply_mlp_metric(vectors, arrays)  # numpy only
+    assert mapped.shape == (200, 4) and np.allclose(np.linalg.norm(mapped, axis=1), 1, atol=1e-5)
+    centroids = group_centroids(mapped, groups, 5)
+    assert ((mapped @ centroids.T).argmax(1) == groups).mean() > 0.95
+    again = fit_mlp_metric(vectors, groups, dim=4, hidden=16, epochs=30)
+    assert all(np.array_equal(again[k], arrays[k]) for k in arrays)  # seeded
 
 
 def test_lda_keeps_the_direction_that_separates_groups():

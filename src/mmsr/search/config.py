@@ -15,6 +15,7 @@ IMAGE_BACKENDS = ("local", "serpapi", "remote")
 TEXT_BACKENDS = ("local", "serpapi", "searxng", "remote")
 READERS = ("trafilatura", "jina", "none")
 SUMMARIZERS = ("extractive", "llm", "none")
+IMAGE_METRICS = ("auto", "mlp", "lda", "none")
 
 # Estimated USD per call. SerpAPI: the Developer plan is $75 for 5,000 searches (2025);
 # SearXNG and local backends are free; Jina Reader and LLM prices depend on the account,
@@ -51,12 +52,15 @@ class SearchConfig:
     image_encoder: str = "colorlayout"
     """Local image descriptor: `colorlayout` (hand-built default), `tinypixels` (baseline),
     `open_clip:<local dir>` or `siglip:<local dir>` (real weights on disk)."""
-    image_index_augment: int = 16
+    image_index_augment: int = 32
     """Degraded photo-like renders of each thumbnail the local image index learns from
     (0: clean thumbnails only, no learned metric)."""
+    image_metric: str = "auto"
+    """Metric the local image index learns from those renders (`mmsr.search.projection`):
+    `mlp` (small network, cosine softmax), `lda` (Fisher LDA), `none` (raw descriptors of
+    every render), or `auto`: mlp from 4,000 renders on (the world), else lda."""
     image_project_dim: int = 64
-    """Dimensions of the metric the local image index learns from those renders (Fisher
-    LDA, `mmsr.search.projection`); 0 indexes the raw descriptors of every render."""
+    """Dimensions of that metric's space."""
     text_dense: bool = True
     """Local text search adds dense retrieval (all-MiniLM-L6-v2) to BM25 (fused by RRF)."""
     local_pages: str = ""
@@ -132,6 +136,7 @@ class SearchConfig:
             "text_backend": TEXT_BACKENDS,
             "reader": READERS,
             "summarizer": SUMMARIZERS,
+            "image_metric": IMAGE_METRICS,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

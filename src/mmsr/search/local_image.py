@@ -4,13 +4,15 @@ One page per thumbnail is returned (the entity's main page, whose thumbnail is i
 The index renders, for every thumbnail, its clean image and `n_augment` degraded photo-like
 versions (`mmsr.world.photo.degrade_flag`, fixed seeds). Those groups serve twice:
 
-1. they fit a linear metric (`mmsr.search.projection`, Fisher LDA over the descriptor): the
-   directions that stay put when a photo degrades a thumbnail and that still tell
-   thumbnails apart; descriptors are mapped into it;
+1. they fit a metric (`mmsr.search.projection`): a small network (`metric="mlp"`, what
+   `"auto"` picks when there are enough renders, as for the world) or Fisher LDA
+   (`"lda"`, for small corpora) over the descriptor, learned from nothing but which
+   thumbnail each render shows: what stays put when a photo degrades a thumbnail and still
+   tells thumbnails apart; descriptors are mapped into it;
 2. each page is then one vector, the centroid of its renders in that space, so a query
    photo is compared with what a thumbnail looks like "on average as a photo".
 
-With `project_dim=0` (or a corpus too small to fit a metric) the raw descriptors of all
+With `metric="none"` (or a corpus too small to fit a metric) the raw descriptors of all
 renders are indexed instead and hits are aggregated per page (best vector wins).
 
 The vectors are cached on disk (`index_cache`) under a key of the thumbnails' bytes, the
@@ -30,10 +32,20 @@ from PIL import Image, UnidentifiedImageError
 from mmsr.search.encoders import ImageEncoder, make_encoder, to_rgb
 from mmsr.search.errors import BadRequest
 from mmsr.search.index_cache import content_key, load_arrays, save_arrays
-from mmsr.search.projection import fit_lda, group_centroids, project
+from mmsr.search.projection import (
+    apply_mlp_metric,
+    fit_lda,
+    fit_mlp_metric,
+    group_centroids,
+    project,
+)
 from mmsr.search.types import SearchResult
 
-INDEX_VERSION = 2  # bump when the build procedure changes
+INDEX_VERSION = 3  # bump when the build procedure changes
+METRICS = ("auto", "mlp", "lda", "none")
+# The network needs many renders to beat LDA (world: 241 thumbnails x 33 renders); on a
+# small corpus it overfits where LDA's closed form does not.
+MLP_MIN_RENDERS = 4000
 MIN_PAGES_TO_PROJECT = 8  # fewer thumbnails cannot estimate a metric
 
 
@@ -106,8 +118,9 @@ class LocalImageBackend:
         pages: list[ThumbnailPage] | None = None,
         *,
         encoder: ImageEncoder | None = None,
-        n_augment: int = 16,
+        n_augment: int = 32,
         project_dim: int = 64,
+        metric: str = "auto",
         seed: int = 0,
         use_cache: bool = True,
         progress: bool = True,
@@ -118,16 +131,22 @@ class LocalImageBackend:
         if not self.pages:
             raise ValueError("local image search: no pages with a thumbnail to index")
         self.encoder = encoder or make_encoder("colorlayout")
+        if metric not in METRICS:
+            raise ValueError(f"local image search: metric {metric!r}, expected one of {METRICS}")
         self.n_augment = n_augment
         self.seed = seed
-        projected = project_dim > 0 and n_augment > 0 and len(self.pages) >= MIN_PAGES_TO_PROJECT
-        self.project_dim = project_dim if projected else 0
+        learnable = n_augment > 0 and len(self.pages) >= MIN_PAGES_TO_PROJECT
+        if metric == "auto":
+            metric = "mlp" if len(self.pages) * (n_augment + 1) >= MLP_MIN_RENDERS else "lda"
+        self.metric = metric if learnable and project_dim > 0 else "none"
+        self.project_dim = project_dim if self.metric != "none" else 0
         thumbs = [_read_image(p.image_path) for p in self.pages]
         self.key = content_key(
             "image-index",
             INDEX_VERSION,
             self.encoder.name,
             n_augment,
+            self.metric,
             self.project_dim,
             seed,
             [p.url for p in self.pages],
@@ -141,19 +160,23 @@ class LocalImageBackend:
                 save_arrays("image", self.key, cached)
         vectors = cached["vectors"]
         self.owner = cached["owner"].astype(np.int64)  # [n_vectors] index into self.pages
-        self.lda_mean = cached.get("lda_mean")  # [D] or None
-        self.lda_matrix = cached.get("lda_matrix")  # [D, d] or None
+        # The learned metric's arrays (lda_* or mlp_*), empty without one.
+        self.metric_arrays = {k: v for k, v in cached.items() if k not in ("vectors", "owner")}
         self.index = faiss.IndexFlatIP(int(vectors.shape[1]))
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
     @classmethod
     def from_config(cls, config) -> LocalImageBackend:
         spec = getattr(config, "image_encoder", "colorlayout")
-        n_augment = getattr(config, "image_index_augment", 16)
-        project_dim = getattr(config, "image_project_dim", 64)
         corpus = getattr(config, "local_pages", "")
         pages = corpus_thumbnail_pages(corpus) if corpus else None
-        return cls(pages, encoder=make_encoder(spec), n_augment=n_augment, project_dim=project_dim)
+        return cls(
+            pages,
+            encoder=make_encoder(spec),
+            n_augment=getattr(config, "image_index_augment", 32),
+            project_dim=getattr(config, "image_project_dim", 64),
+            metric=getattr(config, "image_metric", "auto"),
+        )
 
     def _build(self, thumbs: list[bytes], progress: bool) -> dict[str, np.ndarray]:
         from rich.progress import track
@@ -174,16 +197,23 @@ class LocalImageBackend:
                 owner.append(i)
         vectors = self.encoder.encode(images).astype(np.float32)
         owner = np.asarray(owner, dtype=np.int64)
-        if not self.project_dim:
+        if self.metric == "none":
             return {"vectors": vectors, "owner": owner}
-        mean, matrix = fit_lda(vectors, owner, self.project_dim)
-        centroids = group_centroids(project(vectors, mean, matrix), owner, len(thumbs))
-        return {
-            "vectors": centroids,
-            "owner": np.arange(len(thumbs), dtype=np.int64),
-            "lda_mean": mean,
-            "lda_matrix": matrix,
-        }
+        if self.metric == "lda":
+            mean, matrix = fit_lda(vectors, owner, self.project_dim)
+            arrays = {"lda_mean": mean, "lda_matrix": matrix}
+        else:
+            arrays = fit_mlp_metric(vectors, owner, self.project_dim, seed=self.seed)
+        centroids = group_centroids(self._apply_metric(vectors, arrays), owner, len(thumbs))
+        return {"vectors": centroids, "owner": np.arange(len(thumbs), dtype=np.int64), **arrays}
+
+    @staticmethod
+    def _apply_metric(vectors: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        if "lda_matrix" in arrays:
+            return project(vectors, arrays["lda_mean"], arrays["lda_matrix"])
+        if "mlp_w1" in arrays:
+            return apply_mlp_metric(vectors, arrays)
+        return vectors
 
     def encode_bytes(self, image: bytes) -> np.ndarray:
         try:
@@ -191,10 +221,7 @@ class LocalImageBackend:
             img.load()
         except (UnidentifiedImageError, OSError) as err:
             raise BadRequest(f"image search: the image cannot be decoded ({err})") from err
-        vector = self.encoder.encode([img]).astype(np.float32)
-        if self.lda_matrix is not None:
-            vector = project(vector, self.lda_mean, self.lda_matrix)
-        return vector
+        return self._apply_metric(self.encoder.encode([img]).astype(np.float32), self.metric_arrays)
 
     def search(self, image: bytes, k: int = 5) -> list[SearchResult]:
         return self.search_vector(self.encode_bytes(image), k)

@@ -60,3 +60,70 @@ def group_centroids(vectors: np.ndarray, groups: np.ndarray, n_groups: int) -> n
     np.add.at(sums, groups, vectors)
     norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     return (sums / norms).astype(np.float32)
+
+
+def fit_mlp_metric(
+    vectors: np.ndarray,
+    groups: np.ndarray,
+    dim: int = 64,
+    *,
+    hidden: int = 512,
+    epochs: int = 60,
+    dropout: float = 0.3,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A small nonlinear metric, the same idea as `fit_lda`: learned from the groups of
+    renders alone (which thumbnail each render shows), here with one hidden layer and a
+    cosine softmax over the groups (normalised-softmax metric learning, e.g. Zhai & Wu,
+    "Classification is a strong baseline for deep metric learning", 2019). Returns numpy
+    arrays for `apply_mlp_metric`, so searching needs no torch.
+
+    Trains in seconds to a minute on a CPU (15k renders x 60 epochs), seeded."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.tensor(vectors, dtype=torch.float32)
+    labels, inverse = np.unique(groups, return_inverse=True)
+    y = torch.tensor(inverse, dtype=torch.long)
+    mean, std = x.mean(0), x.std(0) + 1e-4
+    x = (x - mean) / std
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(x.shape[1], hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(hidden, dim),
+        )
+        head = torch.nn.Parameter(torch.randn(len(labels), dim, generator=generator) * 0.1)
+        optimizer = torch.optim.AdamW([*net.parameters(), head], lr=2e-3, weight_decay=1e-3)
+        net.train()
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), 256):
+                batch = order[start : start + 256]
+                z = torch.nn.functional.normalize(net(x[batch]), dim=1)
+                # Scale 16: a cosine softmax needs a temperature to be confident at all.
+                logits = 16.0 * z @ torch.nn.functional.normalize(head, dim=1).T
+                loss = torch.nn.functional.cross_entropy(logits, y[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    first, second = net[1], net[4]
+    return {
+        "mlp_mean": mean.numpy(),
+        "mlp_std": std.numpy(),
+        "mlp_w1": first.weight.detach().numpy().T.copy(),  # [D, hidden]
+        "mlp_b1": first.bias.detach().numpy().copy(),
+        "mlp_w2": second.weight.detach().numpy().T.copy(),  # [hidden, dim]
+        "mlp_b2": second.bias.detach().numpy().copy(),
+    }
+
+
+def apply_mlp_metric(vectors: np.ndarray, metric: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows through the learned network (eval mode), L2-normalised."""
+    x = (vectors - metric["mlp_mean"]) / metric["mlp_std"]
+    hidden = np.maximum(x @ metric["mlp_w1"] + metric["mlp_b1"], 0.0)
+    out = hidden @ metric["mlp_w2"] + metric["mlp_b2"]
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)

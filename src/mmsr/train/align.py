@@ -60,7 +60,8 @@ def answer_text(name: str) -> str:
 
 @dataclass
 class AlignConfig:
-    """How the eye is trained (defaults: the run that produced the shipped weights)."""
+    """How the eye is trained. The defaults do not reach the 90% target yet (docs/RESULTS.md,
+    "Nano eye"); no eye is shipped."""
 
     embed_steps: int = 400  # stage 1 steps (tower only)
     embed_batch: int = 32  # photos per stage-1 step
