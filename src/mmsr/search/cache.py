@@ -91,13 +91,28 @@ class SearchCache:
                 check_same_thread=True,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable enough, fast
             conn.execute(_SCHEMA)
         except sqlite3.Error as err:
             raise RuntimeError(f"search cache {self.path}: cannot open: {err}") from err
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (persistent, so usually already done). Several processes
+        opening a new file at once race for it, and SQLite answers the loser "database is
+        locked" at once, without waiting on the busy timeout: retry until the timeout."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def get(self, key: str) -> list[SearchResult] | None:
         row = (
