@@ -183,22 +183,28 @@ class LocalImageBackend:
 
         from mmsr.world.photo import degrade_flag
 
-        images, owner = [], []
+        blocks, owner = [], []
         steps = enumerate(thumbs)
         if progress:
-            steps = track(steps, total=len(thumbs), description="image index: rendering")
+            steps = track(steps, total=len(thumbs), description="image index: rendering + encoding")
         for i, data in steps:
             clean = Image.open(io.BytesIO(data)).convert("RGBA")
-            images.append(to_rgb(clean))
-            owner.append(i)
             rng = np.random.default_rng([self.seed, 7919, i])
-            for _ in range(self.n_augment):
-                images.append(degrade_flag(clean, rng))
-                owner.append(i)
-        vectors = self.encoder.encode(images).astype(np.float32)
+            renders = [to_rgb(clean), *(degrade_flag(clean, rng) for _ in range(self.n_augment))]
+            # Encoded per thumbnail: the progress bar covers the whole cost, and only one
+            # thumbnail's renders are held in memory at a time.
+            blocks.append(self.encoder.encode(renders).astype(np.float32))
+            owner.extend([i] * len(renders))
+        vectors = np.concatenate(blocks)
         owner = np.asarray(owner, dtype=np.int64)
         if self.metric == "none":
             return {"vectors": vectors, "owner": owner}
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(
+                f"image index: learning the {self.metric} metric from {len(vectors)} renders"
+            )
         if self.metric == "lda":
             mean, matrix = fit_lda(vectors, owner, self.project_dim)
             arrays = {"lda_mean": mean, "lda_matrix": matrix}
