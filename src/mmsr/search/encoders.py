@@ -28,6 +28,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from mmsr.search.projection import l2_normalize
+
 
 @runtime_checkable
 class ImageEncoder(Protocol):
@@ -39,11 +41,6 @@ class ImageEncoder(Protocol):
     def encode(self, images: list[Image.Image]) -> np.ndarray:
         """[len(images), dim] float32, each row of unit norm."""
         ...
-
-
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -169,7 +166,7 @@ class ColorLayoutEncoder:
             else:
                 box = (0.0, 0.0, float(img.size[0]), float(img.size[1]))
             parts.append(self._view(img, box))
-        return _l2_normalize(np.concatenate(parts))
+        return l2_normalize(np.concatenate(parts))
 
     def _view(self, img: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
         side = self.work_px
@@ -191,14 +188,14 @@ class ColorLayoutEncoder:
         w_layout, w_colour, w_grad = self.weights
         joined = np.concatenate(
             [
-                w_layout * _l2_normalize(layout),
-                w_colour * _l2_normalize(colours),
-                w_grad * _l2_normalize(gradients),
+                w_layout * l2_normalize(layout),
+                w_colour * l2_normalize(colours),
+                w_grad * l2_normalize(gradients),
             ]
         )
         # Normalised again as a whole: a block can be all zero (no gradients in a plain
         # colour), and the index's inner product must stay a cosine.
-        return _l2_normalize(joined)
+        return l2_normalize(joined)
 
     def _layout(self, lab: np.ndarray) -> np.ndarray:
         g = self.grid
@@ -248,7 +245,7 @@ class TinyPixelsEncoder:
             for img in images
         ]
         x = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
-        return _l2_normalize(x - x.mean(axis=-1, keepdims=True))
+        return l2_normalize(x - x.mean(axis=-1, keepdims=True))
 
 
 class ClipEncoder:
@@ -319,7 +316,7 @@ class ClipEncoder:
                 out.append(feats.float().cpu().numpy())
         if not out:
             return np.zeros((0, getattr(self, "dim", 0)), np.float32)
-        return _l2_normalize(np.concatenate(out))
+        return l2_normalize(np.concatenate(out))
 
 
 def make_encoder(spec: str) -> ImageEncoder:

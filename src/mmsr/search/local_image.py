@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mmsr.search.config import IMAGE_METRICS
 from mmsr.search.encoders import ImageEncoder, make_encoder, to_rgb
 from mmsr.search.errors import BadRequest
 from mmsr.search.index_cache import content_key, load_arrays, save_arrays
@@ -42,7 +43,6 @@ from mmsr.search.projection import (
 from mmsr.search.types import SearchResult
 
 INDEX_VERSION = 3  # bump when the build procedure changes
-METRICS = ("auto", "mlp", "lda", "none")
 # The network needs many renders to beat LDA (world: 241 thumbnails x 33 renders); on a
 # small corpus it overfits where LDA's closed form does not.
 MLP_MIN_RENDERS = 4000
@@ -78,7 +78,7 @@ def world_thumbnail_pages(world=None, entity_ids: list[str] | None = None) -> li
             ThumbnailPage(
                 title=page.title,
                 url=page.url,
-                snippet=" ".join(page.text[:300].split()),
+                snippet=_snippet(page.text),
                 image_path=str(world.asset(page.thumbnail)),
                 # A world:// URL resolves on any machine with mmsr (a server's client too).
                 thumbnail=f"world://{page.thumbnail}",
@@ -93,12 +93,15 @@ def corpus_thumbnail_pages(path: str | Path) -> list[ThumbnailPage]:
     from mmsr.search.corpus import load_corpus
 
     return [
-        ThumbnailPage(
-            p.title, p.url, " ".join(p.text[:300].split()), p.thumbnail_path, thumbnail=p.thumbnail
-        )
+        ThumbnailPage(p.title, p.url, _snippet(p.text), p.thumbnail_path, thumbnail=p.thumbnail)
         for p in load_corpus(path)
         if p.thumbnail_path
     ]
+
+
+def _snippet(text: str) -> str:
+    """What an image hit shows of its page: the opening, whitespace collapsed."""
+    return " ".join(text[:300].split())
 
 
 def _read_image(path: str) -> bytes:
@@ -131,8 +134,10 @@ class LocalImageBackend:
         if not self.pages:
             raise ValueError("local image search: no pages with a thumbnail to index")
         self.encoder = encoder or make_encoder("colorlayout")
-        if metric not in METRICS:
-            raise ValueError(f"local image search: metric {metric!r}, expected one of {METRICS}")
+        if metric not in IMAGE_METRICS:
+            raise ValueError(
+                f"local image search: metric {metric!r}, expected one of {IMAGE_METRICS}"
+            )
         self.n_augment = n_augment
         self.seed = seed
         learnable = n_augment > 0 and len(self.pages) >= MIN_PAGES_TO_PROJECT

@@ -144,7 +144,6 @@ class LocalTextBackend:
         mode: str = "hybrid",
         chunk_chars: int = 500,
         depth: int = 100,  # chunks taken from each retriever before fusion
-        snippet_chunks: int = 1,  # best chunks of a page joined into its snippet
         encoder: MiniLMEncoder | None = None,
         use_cache: bool = True,
         progress: bool = True,
@@ -159,7 +158,6 @@ class LocalTextBackend:
             raise ValueError("local text search: no pages to index")
         self.mode = mode
         self.depth = depth
-        self.snippet_chunks = snippet_chunks
         self._by_url = {p.url: p for p in self.pages}
         self.chunks = [
             Chunk(i, text)
@@ -235,25 +233,16 @@ class LocalTextBackend:
         return sorted(fused.items(), key=lambda item: -item[1])
 
     def search(self, query: str, k: int = 5) -> list[SearchResult]:
-        """Top-k pages by their best chunk; the snippet joins the page's best
-        `snippet_chunks` chunks (best first, " … " between), as web engines join passages."""
-        best: dict[int, float] = {}  # page -> score of its best chunk, in rank order
-        passages: dict[int, list[str]] = {}
+        """Top-k pages by their best chunk, which is also the page's snippet."""
+        results: list[SearchResult] = []
+        seen: set[int] = set()
         for chunk_id, score in self.rank_chunks(query):
             chunk = self.chunks[chunk_id]
-            if chunk.page not in best:
-                if len(best) >= k:
-                    continue  # a page outside the top k: only top-k pages get passages
-                best[chunk.page] = score
-            texts = passages.setdefault(chunk.page, [])
-            if len(texts) < self.snippet_chunks:
-                texts.append(chunk.text)
-        return [
-            SearchResult(
-                self.pages[p].title,
-                self.pages[p].url,
-                snippet=" … ".join(passages[p]),
-                score=score,
-            )
-            for p, score in best.items()
-        ]
+            if chunk.page in seen:
+                continue
+            seen.add(chunk.page)
+            page = self.pages[chunk.page]
+            results.append(SearchResult(page.title, page.url, snippet=chunk.text, score=score))
+            if len(results) >= k:
+                break
+        return results

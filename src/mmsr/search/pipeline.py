@@ -53,7 +53,7 @@ class PageReader:
                     raise SearchError(f"no local page {url}", backend="reader") from err
         elif url.startswith(LOCAL_SCHEME):
             return None
-        if url.startswith(("http://", "https://")):
+        if _is_web(url):
             if self.web is None:
                 return None
             try:

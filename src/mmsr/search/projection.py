@@ -1,4 +1,5 @@
-"""A metric learned from the index's own augmented renders (Fisher LDA), no labels needed.
+"""Metrics learned from the index's own augmented renders (Fisher LDA, a small MLP), no
+labels needed.
 
 The image index holds, for every thumbnail, its clean render and several degraded photo-like
 renders. Which descriptor dimensions survive degradation is exactly what those groups show:
@@ -17,6 +18,12 @@ decompositions of [dim, dim] matrices (milliseconds); the matrix is cached with 
 from __future__ import annotations
 
 import numpy as np
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows of unit length (float32), so that inner products are cosines."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def fit_lda(
@@ -50,16 +57,14 @@ def fit_lda(
 
 def project(vectors: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Rows mapped into the learned space and L2-normalised (inner product = cosine)."""
-    out = (vectors - mean) @ matrix
-    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return l2_normalize((vectors - mean) @ matrix)
 
 
 def group_centroids(vectors: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
     """[n_groups, d] normalised mean of each group's (normalised) vectors."""
     sums = np.zeros((n_groups, vectors.shape[1]), dtype=np.float64)
     np.add.at(sums, groups, vectors)
-    norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return (sums / norms).astype(np.float32)
+    return l2_normalize(sums)
 
 
 def fit_mlp_metric(
@@ -125,5 +130,4 @@ def apply_mlp_metric(vectors: np.ndarray, metric: dict[str, np.ndarray]) -> np.n
     """Rows through the learned network (eval mode), L2-normalised."""
     x = (vectors - metric["mlp_mean"]) / metric["mlp_std"]
     hidden = np.maximum(x @ metric["mlp_w1"] + metric["mlp_b1"], 0.0)
-    out = hidden @ metric["mlp_w2"] + metric["mlp_b2"]
-    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return l2_normalize(hidden @ metric["mlp_w2"] + metric["mlp_b2"])
