@@ -388,6 +388,7 @@ def data_balance(
 @train_app.command("align")
 def train_align_command(
     steps: int = typer.Option(None, help="Shorthand: this many steps in each stage."),
+    classify_steps: int = typer.Option(None, help="Stage 0 steps (tower + temporary head)."),
     embed_steps: int = typer.Option(None, help="Stage 1 steps (tower only, no LM pass)."),
     lm_steps: int = typer.Option(None, help="Stage 2 steps (LM loss, LM frozen)."),
     lm_lr: float = typer.Option(None, help="Stage 2 peak learning rate (default 5e-4)."),
@@ -411,8 +412,9 @@ def train_align_command(
     torch.set_num_threads(threads)
     sizes = {"image_size": image_size}
     if steps is not None:
-        sizes.update(embed_steps=steps, lm_steps=steps)
+        sizes.update(classify_steps=steps, embed_steps=steps, lm_steps=steps)
     for name, value in (
+        ("classify_steps", classify_steps),
         ("embed_steps", embed_steps),
         ("lm_steps", lm_steps),
         ("lm_lr", lm_lr),

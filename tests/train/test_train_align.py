@@ -10,7 +10,15 @@ from typer.testing import CliRunner
 
 from mmsr.models.policy import Policy
 from mmsr.models.vision_weights import NANO_VISION_ASSET, load_vision_weights, vision_tower
-from mmsr.train.align import AlignConfig, embed_loss, freeze_all_but_vision, train_align
+from mmsr.train.align import (
+    STAGES,
+    AlignConfig,
+    classifier_head,
+    classify_loss,
+    embed_loss,
+    freeze_all_but_vision,
+    train_align,
+)
 from mmsr.train.flag_batches import FlagPhotos, flag_entities, photo_seed
 from mmsr.world.load import load_world
 
@@ -19,6 +27,8 @@ TINY_IMAGE = 56  # px: the tiny policy's processor makes 4 LM tokens of it
 
 def tiny_config(**overrides) -> AlignConfig:
     base = dict(
+        classify_steps=2,
+        classify_batch=4,
         embed_steps=2,
         lm_steps=2,
         embed_batch=4,
@@ -50,7 +60,7 @@ def test_align_updates_only_the_vision_tower(tiny_policy, tmp_path):
     vision_before, rest_before = vision_and_rest(policy.model)
     result = train_align(policy, load_world(), tiny_config(), tmp_path, console=None)
     vision_after, rest_after = vision_and_rest(policy.model)
-    assert result.steps == 4 and set(result.last_loss) == {"embed", "lm"}
+    assert result.steps == 6 and set(result.last_loss) == set(STAGES)
     assert all(torch.equal(rest_before[k], rest_after[k]) for k in rest_before)
     changed = [k for k in vision_before if not torch.equal(vision_before[k], vision_after[k])]
     assert "model.visual.merger.mlp.2.weight" in changed
@@ -75,18 +85,51 @@ def test_embed_loss_decreases_on_a_tiny_problem(tiny_policy):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_classify_loss_decreases_on_a_tiny_problem(tiny_policy):
+    policy = fresh_copy(tiny_policy)
+    world = load_world()
+    photos = FlagPhotos(world, policy.processor, image_size=TINY_IMAGE)
+    entities = flag_entities(world, familiar=True)[:3]
+    labels = {e.id: i for i, e in enumerate(entities)}
+    batch = [photos.photo(e, photo_seed(7, 0, i)) for i, e in enumerate(entities * 2)]
+    head = classifier_head(policy.model, len(entities))
+    optimizer = torch.optim.AdamW(freeze_all_but_vision(policy.model) + list(head.parameters()))
+    losses = []
+    for _ in range(30):
+        loss = classify_loss(policy.model, head, batch, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[0] > 0.8 and losses[-1] < 0.3 * losses[0], losses
+
+
+def test_stages_follow_each_other():
+    config = AlignConfig(classify_steps=3, embed_steps=2, lm_steps=4)
+    assert [config.stage_at(k)[0] for k in range(9)] == ["classify"] * 3 + ["embed"] * 2 + [
+        "lm"
+    ] * 4
+    assert config.stage_at(5) == ("lm", 0, 4) and config.total_steps == 9
+    # One warm-up step per stage here: each stage starts at its own peak lr.
+    assert [config.lr_at(k) for k in (0, 3, 5)] == [
+        config.classify_lr,
+        config.embed_lr,
+        config.lm_lr,
+    ]
+
+
 def test_resume_continues_exactly(tiny_policy, tmp_path):
     # pool_size == fresh_per_step == batch: every step's photos are all new, so an
     # interrupted run (which refills its pool) sees the very same photos as a straight one.
-    config = tiny_config(embed_steps=2, lm_steps=2)
+    config = tiny_config(classify_steps=2, embed_steps=2, lm_steps=2)
     straight = fresh_copy(tiny_policy)
     train_align(straight, load_world(), config, tmp_path / "straight", console=None)
 
     interrupted = fresh_copy(tiny_policy)
-    train_align(interrupted, load_world(), config, tmp_path / "cut", console=None, stop_after=3)
+    train_align(interrupted, load_world(), config, tmp_path / "cut", console=None, stop_after=4)
     resumed = fresh_copy(tiny_policy)  # a new process: the random tower again
     result = train_align(resumed, load_world(), config, tmp_path / "cut", resume=True, console=None)
-    assert result.steps == 4
+    assert result.steps == 6
     a = vision_tower(straight.model).state_dict()
     b = vision_tower(resumed.model).state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
