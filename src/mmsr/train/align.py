@@ -176,22 +176,57 @@ def classifier_head(model, n_classes: int) -> torch.nn.Linear:
 
 
 # ---------------------------------------------------------------- stage 1: embeddings
-def name_targets(model, tokenizer, photos: list[FlagPhoto]) -> torch.Tensor:
-    """[sum n_tokens, hidden]: each photo's name embedding rows, repeated to its length."""
-    table = model.get_input_embeddings().weight
+def name_token_ids(tokenizer, names) -> list[list[int]]:
+    return [tokenizer(" " + name, add_special_tokens=False).input_ids for name in names]
+
+
+def name_target_ids(tokenizer, photos: list[FlagPhoto]) -> torch.Tensor:
+    """[sum n_tokens]: each photo's name token ids, repeated to its length."""
     rows = []
-    for photo in photos:
-        ids = tokenizer(" " + photo.name, add_special_tokens=False).input_ids
-        repeated = (ids * (photo.n_tokens // len(ids) + 1))[: photo.n_tokens]
-        rows.append(torch.tensor(repeated, dtype=torch.long))
-    return table[torch.cat(rows).to(table.device)].detach()
+    names = name_token_ids(tokenizer, [p.name for p in photos])
+    for photo, ids in zip(photos, names, strict=True):
+        rows.append(torch.tensor((ids * (photo.n_tokens // len(ids) + 1))[: photo.n_tokens]))
+    return torch.cat(rows)
 
 
-def embed_loss(model, tokenizer, photos: list[FlagPhoto]) -> torch.Tensor:
-    """Stage 1: MSE of the merged vision tokens to the name embeddings, / mean target^2."""
+@torch.no_grad()
+def match_embedding_scale(model, photos: list[FlagPhoto]) -> float:
+    """Scale the merger's last layer so its tokens have the LM embeddings' mean square.
+
+    After the classify stage the merged tokens are ~25x the embeddings' scale (measured:
+    factor 0.041); regressing from there wrecks the tower in its first steps (the loss
+    then sits at chance). Returns the factor applied.
+    """
     out = merged_tokens(model, photos)
-    target = name_targets(model, tokenizer, photos).to(out.dtype)
-    return ((out - target) ** 2).mean() / (target**2).mean()
+    table = model.get_input_embeddings().weight
+    factor = float((table.pow(2).mean() / out.pow(2).mean().clamp_min(1e-12)).sqrt())
+    last = vision_tower(model).merger.mlp[-1]
+    last.weight.mul_(factor)
+    last.bias.mul_(factor)
+    return factor
+
+
+def embed_loss(
+    model, tokenizer, photos: list[FlagPhoto], candidates: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Stage 1: MSE of the merged vision tokens to the name embeddings, / mean target^2.
+
+    With `candidates` (token ids: every familiar name's tokens), each vision token must also
+    pick its own target among them: cross-entropy over cosine similarities / 0.05. Plain MSE
+    collapses onto the mean target (every photo read as one name); this term keeps the
+    names apart.
+    """
+    out = merged_tokens(model, photos)
+    table = model.get_input_embeddings().weight.detach()
+    ids = name_target_ids(tokenizer, photos).to(table.device)
+    target = table[ids].to(out.dtype)
+    loss = ((out - target) ** 2).mean() / (target**2).mean()
+    if candidates is not None:
+        pool = torch.nn.functional.normalize(table[candidates].to(out.dtype), dim=-1)
+        logits = torch.nn.functional.normalize(out, dim=-1) @ pool.T / 0.05
+        where = (candidates[None, :] == ids[:, None]).float().argmax(-1)
+        loss = loss + torch.nn.functional.cross_entropy(logits, where)
+    return loss
 
 
 # ---------------------------------------------------------------- stage 2: LM loss
@@ -293,6 +328,8 @@ def train_align(
     if not entities:
         raise ValueError(f"the world at {world.root} has no familiar flag entities to train on")
     labels = {e.id: i for i, e in enumerate(entities)}
+    names = name_token_ids(processor.tokenizer, [e.name for e in entities])
+    candidates = torch.tensor(sorted({i for ids in names for i in ids}))
     head = classifier_head(model, len(entities))
     params = freeze_all_but_vision(model) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr_at(0), weight_decay=config.weight_decay)
@@ -342,10 +379,13 @@ def train_align(
                 batch = random.sample(pool, min(batch_size, len(pool)))
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr_at(step)
+                if stage == "embed" and config.stage_at(step)[1] == 0:
+                    factor = match_embedding_scale(model, batch)
+                    console.print(f"[bold]align:[/] merger output scaled by {factor:.3g}")
                 if stage == "classify":
                     loss = classify_loss(model, head, batch, labels)
                 elif stage == "embed":
-                    loss = embed_loss(model, processor.tokenizer, batch)
+                    loss = embed_loss(model, processor.tokenizer, batch, candidates)
                 else:
                     loss = lm_loss(model, processor, batch)
                 optimizer.zero_grad(set_to_none=True)
