@@ -17,6 +17,8 @@ from mmsr.train.align import (
     classify_loss,
     embed_loss,
     freeze_all_but_vision,
+    match_embedding_scale,
+    merged_tokens,
     train_align,
 )
 from mmsr.train.flag_batches import FlagPhotos, flag_entities, photo_seed
@@ -102,6 +104,35 @@ def test_classify_loss_decreases_on_a_tiny_problem(tiny_policy):
         optimizer.step()
         losses.append(float(loss.detach()))
     assert losses[0] > 0.8 and losses[-1] < 0.3 * losses[0], losses
+
+
+def test_embedding_scale_is_matched(tiny_policy):
+    policy = fresh_copy(tiny_policy)
+    world = load_world()
+    photos = FlagPhotos(world, policy.processor, image_size=TINY_IMAGE)
+    batch = [
+        photos.photo(e, photo_seed(3, 0, i)) for i, e in enumerate(flag_entities(world, True)[:4])
+    ]
+    with torch.no_grad():
+        vision_tower(policy.model).merger.mlp[-1].weight.mul_(30.0)  # as after classify
+        factor = match_embedding_scale(policy.model, batch)
+        out = merged_tokens(policy.model, batch)
+    table = policy.model.get_input_embeddings().weight
+    assert factor < 0.2
+    assert float(out.pow(2).mean() / table.pow(2).mean()) == pytest.approx(1.0, rel=0.05)
+
+
+def test_contrastive_term_sees_the_names(tiny_policy):
+    policy = fresh_copy(tiny_policy)
+    world = load_world()
+    photos = FlagPhotos(world, policy.processor, image_size=TINY_IMAGE)
+    entities = flag_entities(world, True)[:3]
+    batch = [photos.photo(e, photo_seed(4, 0, i)) for i, e in enumerate(entities)]
+    ids = sorted({i for e in entities for i in policy.tokenizer(" " + e.name).input_ids})
+    with torch.no_grad():
+        plain = embed_loss(policy.model, policy.tokenizer, batch)
+        both = embed_loss(policy.model, policy.tokenizer, batch, torch.tensor(ids))
+    assert float(both - plain) > 0.5  # a random tower's pick among the names: ~log(len(ids))
 
 
 def test_stages_follow_each_other():
