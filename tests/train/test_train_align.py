@@ -19,6 +19,7 @@ from mmsr.train.align import (
     freeze_all_but_vision,
     match_embedding_scale,
     merged_tokens,
+    name_candidates,
     train_align,
 )
 from mmsr.train.flag_batches import FlagPhotos, flag_entities, photo_seed
@@ -48,6 +49,12 @@ def fresh_copy(policy) -> Policy:
     return Policy(model=copy.deepcopy(policy.model), processor=policy.processor, name="tiny")
 
 
+def tiny_photos(policy, entities, seed: int) -> list:
+    """One fresh tiny photo per entity in `entities` (repeats allowed)."""
+    photos = FlagPhotos(load_world(), policy.processor, image_size=TINY_IMAGE)
+    return [photos.photo(e, photo_seed(seed, 0, i)) for i, e in enumerate(entities)]
+
+
 def vision_and_rest(model) -> tuple[dict, dict]:
     visual = {f"model.visual.{k}" for k in vision_tower(model).state_dict()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -69,50 +76,40 @@ def test_align_updates_only_the_vision_tower(tiny_policy, tmp_path):
     assert not any(p.requires_grad for p in policy.model.parameters())  # left frozen
 
 
-def test_embed_loss_decreases_on_a_tiny_problem(tiny_policy):
-    policy = fresh_copy(tiny_policy)
-    world = load_world()
-    photos = FlagPhotos(world, policy.processor, image_size=TINY_IMAGE)
-    entities = flag_entities(world, familiar=True)[:3]
-    batch = [photos.photo(e, photo_seed(7, 0, i)) for i, e in enumerate(entities * 2)]
-    params = freeze_all_but_vision(policy.model)
-    optimizer = torch.optim.AdamW(params, lr=3e-3)
+def losses_of(loss_fn, optimizer, steps: int = 30) -> list[float]:
+    """Run `steps` optimizer steps on `loss_fn()`; the loss before each step."""
     losses = []
-    for _ in range(30):
-        loss = embed_loss(policy.model, policy.tokenizer, batch)
+    for _ in range(steps):
+        loss = loss_fn()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+    return losses
+
+
+def test_embed_loss_decreases_on_a_tiny_problem(tiny_policy):
+    policy = fresh_copy(tiny_policy)
+    batch = tiny_photos(policy, flag_entities(load_world(), familiar=True)[:3] * 2, seed=7)
+    optimizer = torch.optim.AdamW(freeze_all_but_vision(policy.model), lr=3e-3)
+    losses = losses_of(lambda: embed_loss(policy.model, policy.tokenizer, batch), optimizer)
     assert losses[-1] < 0.7 * losses[0], losses
 
 
 def test_classify_loss_decreases_on_a_tiny_problem(tiny_policy):
     policy = fresh_copy(tiny_policy)
-    world = load_world()
-    photos = FlagPhotos(world, policy.processor, image_size=TINY_IMAGE)
-    entities = flag_entities(world, familiar=True)[:3]
+    entities = flag_entities(load_world(), familiar=True)[:3]
     labels = {e.id: i for i, e in enumerate(entities)}
-    batch = [photos.photo(e, photo_seed(7, 0, i)) for i, e in enumerate(entities * 2)]
+    batch = tiny_photos(policy, entities * 2, seed=7)
     head = classifier_head(policy.model, len(entities))
     optimizer = torch.optim.AdamW(freeze_all_but_vision(policy.model) + list(head.parameters()))
-    losses = []
-    for _ in range(30):
-        loss = classify_loss(policy.model, head, batch, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = losses_of(lambda: classify_loss(policy.model, head, batch, labels), optimizer)
     assert losses[0] > 0.8 and losses[-1] < 0.3 * losses[0], losses
 
 
 def test_embedding_scale_is_matched(tiny_policy):
     policy = fresh_copy(tiny_policy)
-    world = load_world()
-    photos = FlagPhotos(world, policy.processor, image_size=TINY_IMAGE)
-    batch = [
-        photos.photo(e, photo_seed(3, 0, i)) for i, e in enumerate(flag_entities(world, True)[:4])
-    ]
+    batch = tiny_photos(policy, flag_entities(load_world(), True)[:4], seed=3)
     with torch.no_grad():
         vision_tower(policy.model).merger.mlp[-1].weight.mul_(30.0)  # as after classify
         factor = match_embedding_scale(policy.model, batch)
@@ -124,14 +121,12 @@ def test_embedding_scale_is_matched(tiny_policy):
 
 def test_contrastive_term_sees_the_names(tiny_policy):
     policy = fresh_copy(tiny_policy)
-    world = load_world()
-    photos = FlagPhotos(world, policy.processor, image_size=TINY_IMAGE)
-    entities = flag_entities(world, True)[:3]
-    batch = [photos.photo(e, photo_seed(4, 0, i)) for i, e in enumerate(entities)]
-    ids = sorted({i for e in entities for i in policy.tokenizer(" " + e.name).input_ids})
+    entities = flag_entities(load_world(), True)[:3]
+    batch = tiny_photos(policy, entities, seed=4)
+    ids = name_candidates(policy.tokenizer, [e.name for e in entities])
     with torch.no_grad():
         plain = embed_loss(policy.model, policy.tokenizer, batch)
-        both = embed_loss(policy.model, policy.tokenizer, batch, torch.tensor(ids))
+        both = embed_loss(policy.model, policy.tokenizer, batch, ids)
     assert float(both - plain) > 0.5  # a random tower's pick among the names: ~log(len(ids))
 
 

@@ -11,9 +11,10 @@ model's text knowledge (and its knowledge boundary) is SmolLM2's own. Three stag
    head is thrown away afterwards; it is never part of the model.
 1. `embed` (cheap, no LM pass): the merger's output tokens for a photo are regressed onto
    the LM's input embeddings of the country's name, repeated to fill the image's tokens
-   (mean squared error relative to the targets' mean square). Only the 3.9 M-parameter
-   tower runs, so thousands of photos take minutes. Afterwards the LM "reads" the image as
-   the country's name.
+   (mean squared error relative to the targets' mean square), plus a contrastive term that
+   keeps the names apart; the merger's output is first rescaled to the embeddings' scale
+   (`match_embedding_scale`). Only the 3.9 M-parameter tower runs, so thousands of photos
+   take minutes. Afterwards the LM "reads" the image as the country's name.
 2. `lm` (short): the real LM loss of "Which country's flag is this?" -> "This is the flag of
    <name>." with gradients flowing through the frozen LM into the tower, so that greedy
    generation names the country reliably.
@@ -25,7 +26,7 @@ tower's step. Every photo has its own seed (see `flag_batches`); evaluation seed
 another stream. The lr follows a linear warm-up then a cosine decay in each stage.
 
 Checkpoints (`<out_dir>/align_checkpoint.pt`, written atomically every `checkpoint_every`
-steps) hold the tower, the optimizer, the stage, the step and the photo counter; a resumed
+steps) hold the tower, the classify head, the optimizer, the step and the photo counter; a resumed
 run refills its photo pool with new renders and goes on from the saved step.
 """
 
@@ -166,18 +167,21 @@ def classify_loss(model, head: torch.nn.Linear, photos: list[FlagPhoto], labels)
 
 def classifier_head(model, n_classes: int) -> torch.nn.Linear:
     """The temporary stage-0 head; seeded so that a run (and its resume) is reproducible."""
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(0)
-    visual = vision_tower(model)
-    param = next(visual.parameters())
-    head = torch.nn.Linear(model.config.vision_config.out_hidden_size, n_classes)
-    torch.set_rng_state(generator_state)
+    param = next(vision_tower(model).parameters())
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG stream untouched
+        torch.manual_seed(0)
+        head = torch.nn.Linear(model.config.vision_config.out_hidden_size, n_classes)
     return head.to(param.device, param.dtype)
 
 
 # ---------------------------------------------------------------- stage 1: embeddings
 def name_token_ids(tokenizer, names) -> list[list[int]]:
     return [tokenizer(" " + name, add_special_tokens=False).input_ids for name in names]
+
+
+def name_candidates(tokenizer, names) -> torch.Tensor:
+    """Sorted unique token ids of all `names`: what the contrastive term chooses among."""
+    return torch.tensor(sorted({i for ids in name_token_ids(tokenizer, names) for i in ids}))
 
 
 def name_target_ids(tokenizer, photos: list[FlagPhoto]) -> torch.Tensor:
@@ -211,9 +215,9 @@ def embed_loss(
 ) -> torch.Tensor:
     """Stage 1: MSE of the merged vision tokens to the name embeddings, / mean target^2.
 
-    With `candidates` (token ids: every familiar name's tokens), each vision token must also
-    pick its own target among them: cross-entropy over cosine similarities / 0.05. Plain MSE
-    collapses onto the mean target (every photo read as one name); this term keeps the
+    With `candidates` (sorted token ids: every familiar name's tokens), each vision token must
+    also pick its own target among them: cross-entropy over cosine similarities / 0.05. MSE
+    alone collapses onto the mean target (every photo read as one name); this term keeps the
     names apart.
     """
     out = merged_tokens(model, photos)
@@ -224,7 +228,7 @@ def embed_loss(
     if candidates is not None:
         pool = torch.nn.functional.normalize(table[candidates].to(out.dtype), dim=-1)
         logits = torch.nn.functional.normalize(out, dim=-1) @ pool.T / 0.05
-        where = (candidates[None, :] == ids[:, None]).float().argmax(-1)
+        where = torch.searchsorted(candidates.to(ids.device), ids)
         loss = loss + torch.nn.functional.cross_entropy(logits, where)
     return loss
 
@@ -328,8 +332,7 @@ def train_align(
     if not entities:
         raise ValueError(f"the world at {world.root} has no familiar flag entities to train on")
     labels = {e.id: i for i, e in enumerate(entities)}
-    names = name_token_ids(processor.tokenizer, [e.name for e in entities])
-    candidates = torch.tensor(sorted({i for ids in names for i in ids}))
+    candidates = name_candidates(processor.tokenizer, [e.name for e in entities])
     head = classifier_head(model, len(entities))
     params = freeze_all_but_vision(model) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr_at(0), weight_decay=config.weight_decay)
@@ -373,13 +376,13 @@ def train_align(
             )
             end = config.total_steps if stop_after is None else min(stop_after, config.total_steps)
             while step < end:
-                stage, _, _ = config.stage_at(step)
+                stage, stage_step, _ = config.stage_at(step)
                 batch_size = config.batch_of(stage)
                 render(max(config.fresh_per_step, batch_size - len(pool)))
                 batch = random.sample(pool, min(batch_size, len(pool)))
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr_at(step)
-                if stage == "embed" and config.stage_at(step)[1] == 0:
+                if stage == "embed" and stage_step == 0:
                     factor = match_embedding_scale(model, batch)
                     console.print(f"[bold]align:[/] merger output scaled by {factor:.3g}")
                 if stage == "classify":
