@@ -538,11 +538,47 @@ def ask_command(
 
 
 @app.command("demo")
-def demo() -> None:
-    """The main job on the embedded default (what `make demo` runs)."""
-    from mmsr.demo import run_demo
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Run folder (stages, reports, summary)."),
+    sft_steps: int = typer.Option(20, help="SFT warm-start optimizer steps (batch 8)."),
+    sft_trajectories: int = typer.Option(64, help="World-synthesised SFT trajectories."),
+    grpo_steps: int = typer.Option(4, help="GRPO steps."),
+    prompts_per_step: int = typer.Option(4, help="GRPO questions per step."),
+    group_size: int = typer.Option(4, help="GRPO trajectories per question."),
+    eval_questions: int = typer.Option(
+        24, help="Questions of the fixed evaluation slice (seeded shuffle of --eval-data)."
+    ),
+    eval_data: str = typer.Option("world:test", help="world:<split>, or a .parquet/.jsonl."),
+    max_new_tokens: int = typer.Option(96, help="Tokens per model turn (GRPO and evaluation)."),
+    policy: str = typer.Option("nano", help="'nano' or a local Qwen-VL checkpoint folder."),
+    freeze_layers: int = typer.Option(22, help="Lowest decoder layers kept frozen (nano: 30)."),
+    search_config: str = typer.Option(
+        None, help="Search config YAML (default: local world backends; 'none': no tools)."
+    ),
+    seed: int = typer.Option(0, help="Seed of SFT scripts, data order, rollouts, eval slice."),
+    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over: delete the stage folders."),
+) -> None:
+    """The main job on the embedded default (what `make demo` runs): world, nano's eye,
+    search indexes, SFT warm-start, GRPO, and an evaluation before and after GRPO.
 
-    run_demo(console)
+    Finished stages under --out are reused when run again with the same options."""
+    from mmsr.demo import DemoConfig, run_demo
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    config = DemoConfig(
+        out=str(out), policy=policy, sft_steps=sft_steps, sft_trajectories=sft_trajectories,
+        grpo_steps=grpo_steps, prompts_per_step=prompts_per_step, group_size=group_size,
+        eval_questions=eval_questions, eval_data=eval_data, max_new_tokens=max_new_tokens,
+        freeze_layers=freeze_layers, search_config=search_config, seed=seed, fresh=fresh,
+    )  # fmt: skip
+    try:
+        run_demo(config, console)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        _fail(str(err))
 
 
 if __name__ == "__main__":

@@ -1,105 +1,500 @@
-"""`mmsr demo` (what `make demo` runs): the embedded default end to end.
+"""`mmsr demo` (what `make demo` runs): the embedded default end to end, on a CPU.
 
-Until training exists this shows the two halves it will join: the offline world (countries,
-flags, questions) and the nano policy (SmolLM2 inside Qwen2.5-VL). The vision tower is
-untrained here, so the flag answer is a guess; the text answer is SmolLM2's own knowledge.
+The real pipeline, scaled to minutes; every stage is an existing entry point:
+
+1. world      the offline world (`mmsr.world`): countries, flags, questions;
+2. eye        nano's vision tower: the shipped trained weights (`NANO_VISION_ASSET`), or
+              the random tower with a one-line notice (`mmsr train align --ship` makes it);
+3. search     the local image index and text retrieval (`mmsr.search.make_tools`): built
+              on first use (minutes), cached under `$MMSR_CACHE/search/index` afterwards;
+4. sft        a short tag-format warm-start (`mmsr.train.sft.train_sft`) -> sft/final;
+5. eval-sft   the SFT policy on a fixed slice of world:test, on-demand search (`mmsr.eval`);
+6. grpo       a few GRPO steps from sft/final (`mmsr.train.loop.train_grpo`) -> grpo/final;
+7. eval-grpo  the GRPO policy on the same slice;
+
+then a summary (accuracy, search ratio, behaviour breakdown, the GRPO steps, stage times),
+also written to `<out>/summary.json`. The CPU settings are those of
+configs/nano_sft_cpu.yaml and configs/nano_cpu.yaml with fewer steps
+(`tests/test_demo.py` checks they agree).
+
+Resumable: a finished stage leaves `<stage>/done.json` holding the options it ran under
+(and those of the stages it depends on); a rerun with the same options reuses it, a changed
+option redoes that stage and the ones after it. An interrupted SFT or GRPO stage resumes
+from its last checkpoint. `fresh=True` (`--fresh`) deletes the stage folders first.
+
+A handful of GRPO steps on a CPU shows the loop running (rollouts, rewards, update), not a
+trained searcher: expect the two evaluations to differ by a question or two at most.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.panel import Panel
+from rich.table import Table
 
-from mmsr.data.record import Sample
-
-CAPITAL_QUESTION = "What is the capital of France?"
-
-
-def run_demo(console: Console) -> None:
-    world = _show_world(console)
-    policy = _load_nano(console)
-    _ask_text(console, policy)
-    if world is not None:
-        _ask_about_flag(console, policy, world)
+STAGE_FOLDERS = ("sft", "eval-sft", "grpo", "eval-grpo")
+SUMMARY_FILE = "summary.json"
 
 
-def _show_world(console: Console):
-    console.rule("[bold]1. The offline world")
-    try:
-        from mmsr.world.info import render_info, world_info
-        from mmsr.world.load import load_world
+@dataclass
+class DemoConfig:
+    """`mmsr demo`: sizes chosen to fit ~15 minutes on 2 CPU cores (the search indexes'
+    first build included)."""
 
-        world = load_world()
-        render_info(world_info(), console)
-    except (ImportError, FileNotFoundError) as err:
-        hint = "" if "mmsr world build" in str(err) else " Build it with `mmsr world build`."
-        console.print(
-            f"[yellow]The embedded world is not available:[/] {err}.{hint} "
-            "Continuing with the model alone."
-        )
+    out: str = "runs/demo"
+    """Run folder: sft/, eval-sft/, grpo/, eval-grpo/, summary.json."""
+    policy: str = "nano"
+    """'nano' or a local Qwen-VL checkpoint folder to start from."""
+    sft_steps: int = 20
+    """SFT optimizer steps of 8 trajectories (configs/nano_sft_cpu.yaml: 30)."""
+    sft_trajectories: int = 64
+    """World-synthesised SFT trajectories (random search plans, replayed with the tools)."""
+    grpo_steps: int = 4
+    """GRPO steps (configs/nano_cpu.yaml uses 20)."""
+    prompts_per_step: int = 4
+    """GRPO questions per step."""
+    group_size: int = 4
+    """GRPO trajectories per question (the group that advantages are normalised in)."""
+    eval_questions: int = 24
+    """Questions of the fixed world:test slice (seeded shuffle) both evaluations use."""
+    eval_data: str = "world:test"
+    """What the evaluations run on (world:<split>, or an FVQA .parquet / .jsonl)."""
+    max_new_tokens: int = 96
+    """Tokens per model turn in GRPO rollouts and evaluations (the trained turns are short)."""
+    freeze_layers: int = 22
+    """Lowest decoder layers kept frozen in SFT and GRPO (nano has 30; the CPU configs')."""
+    search_config: str | None = None
+    """Search config YAML (None: the local world backends; 'none': no tools)."""
+    seed: int = 0
+    """Seed of the SFT scripts, the data order, the rollouts and the evaluation slice."""
+    device: str | None = None
+    """'cpu', 'cuda', ...; None: the GPU when there is one."""
+    fresh: bool = False
+    """Delete the stage folders under `out` first (otherwise finished stages are reused)."""
+
+
+@dataclass
+class StageTime:
+    name: str
+    seconds: float
+    status: str  # "ran" | "reused" | "skipped"
+
+
+@dataclass
+class _Stages:
+    """Prints each stage as a rule, then its wall time; keeps the times for the summary."""
+
+    console: Console
+    times: list[StageTime] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, number: int, title: str) -> Iterator[dict[str, str]]:
+        self.console.rule(f"[bold]{number}. {title}")
+        started = time.perf_counter()
+        state = {"status": "ran"}
+        yield state
+        seconds = time.perf_counter() - started
+        self.times.append(StageTime(title, seconds, state["status"]))
+        note = "" if state["status"] == "ran" else f" ({state['status']})"
+        self.console.print(f"[dim]stage {number} ({title}): {_duration(seconds)}{note}[/]")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+# ------------------------------------------------------------------------- stage records
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _reusable(folder: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The `done.json` of a finished stage that ran under exactly `params`, else None."""
+    done = folder / "done.json"
+    if not done.is_file():
         return None
-    return world
+    try:
+        record = json.loads(done.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return record if _params_key(record.get("params", {})) == _params_key(params) else None
 
 
-def _load_nano(console: Console):
+def _begin(folder: Path, params: dict[str, Any], console: Console) -> None:
+    """Start (or resume) a stage: a folder left by other options is cleared first, so
+    that checkpoints of another recipe are never resumed."""
+    marker = folder / "params.json"
+    if marker.is_file() and marker.read_text(encoding="utf-8") != _params_key(params):
+        console.print(f"[yellow]{folder} was made with other options: starting it over[/]")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(_params_key(params), encoding="utf-8")
+    (folder / "done.json").unlink(missing_ok=True)
+
+
+def _finish(folder: Path, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    record = {"params": params, **result}
+    (folder / "done.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    return record
+
+
+def clear_stages(out: Path) -> None:
+    """Delete what the demo wrote under `out` (its stage folders and summary), nothing else."""
+    for name in STAGE_FOLDERS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    (out / SUMMARY_FILE).unlink(missing_ok=True)
+
+
+def _file_digest(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------- the demo
+def run_demo(config: DemoConfig | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Run (or resume) the demo; returns the summary (also written to `out/summary.json`)."""
+    config = config or DemoConfig()
+    console = console or Console()
+    out = Path(config.out)
+    if config.fresh:
+        clear_stages(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(console)
+    started = time.perf_counter()
+    console.print(
+        f"mmsr demo: world -> eye -> search -> SFT ({config.sft_steps} steps) -> eval -> "
+        f"GRPO ({config.grpo_steps} steps) -> eval, in {out}/ (finished stages are reused; "
+        "--fresh starts over)"
+    )
+
+    with stages.stage(1, "The offline world"):
+        _show_world(console)
+    with stages.stage(2, "The eye (nano's vision tower)"):
+        eye = _check_eye(config, console)
+    with stages.stage(3, "Search tools"):
+        tools = _build_tools(config, console)
+    try:
+        sft_params = {"policy": config.policy, "eye": eye, "steps": config.sft_steps,
+                      "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
+                      "search": config.search_config, "seed": config.seed}  # fmt: skip
+        with stages.stage(4, "SFT warm-start (the tag format)") as state:
+            sft = _sft_stage(config, sft_params, tools, console, state)
+        eval_params = {"data": config.eval_data, "n": config.eval_questions,
+                       "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
+        with stages.stage(5, "Evaluate the SFT policy") as state:
+            eval_sft = _eval_stage(
+                config, "eval-sft", sft["model"], {"model": sft_params, **eval_params},
+                tools, console, state,
+            )  # fmt: skip
+        grpo_params = {"start": sft_params, "steps": config.grpo_steps,
+                       "prompts": config.prompts_per_step, "group": config.group_size,
+                       "max_new_tokens": config.max_new_tokens}  # fmt: skip
+        with stages.stage(6, "GRPO (learning when to search)") as state:
+            grpo = _grpo_stage(config, sft["model"], grpo_params, tools, console, state)
+        with stages.stage(7, "Evaluate the GRPO policy") as state:
+            eval_grpo = _eval_stage(
+                config, "eval-grpo", grpo["model"], {"model": grpo_params, **eval_params},
+                tools, console, state,
+            )  # fmt: skip
+    finally:
+        if tools is not None:
+            tools.close()
+
+    total = time.perf_counter() - started
+    summary = {
+        "out": str(out),
+        "eye": eye,
+        "evals": {"sft": eval_sft["metrics"], "grpo": eval_grpo["metrics"]},
+        "eval_outputs": {"sft": eval_sft["outputs"], "grpo": eval_grpo["outputs"]},
+        "grpo_steps": grpo["steps"],
+        "stages": [asdict(t) for t in stages.times],
+        "seconds": total,
+        "config": asdict(config),
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    _render_summary(summary, config, console)
+    return summary
+
+
+# ------------------------------------------------------------------------- stages
+def _show_world(console: Console) -> None:
+    from mmsr.world.info import world_info
+
+    info = world_info()
+    entities, questions = info["entities"], info["questions"]
+    splits = ", ".join(f"{n} {s}" for s, n in questions["by_split"].items())
+    console.print(
+        f"{entities['total']} countries and territories with their flags "
+        f"({entities['familiar']} familiar to SmolLM2, {entities['unfamiliar']} not), "
+        f"{info['pages']['total']} pages, {questions['total']} questions of "
+        f"{questions['types']} types ({splits})"
+    )
+
+
+def _check_eye(config: DemoConfig, console: Console) -> str | None:
+    """The digest of the shipped eye when nano will load it, else None (printed either way)."""
+    from mmsr.models.vision_weights import NANO_VISION_ASSET
+
+    if config.policy != "nano":
+        console.print(f"policy {config.policy}: its own vision tower")
+        return None
+    digest = _file_digest(NANO_VISION_ASSET)
+    if digest is None:
+        console.print(
+            f"[yellow]No trained eye shipped ({NANO_VISION_ASSET.name} is missing): nano keeps "
+            "its random vision tower, so it cannot read flags and must search. "
+            "Make one with `mmsr train align --ship`.[/]"
+        )
+    else:
+        size = NANO_VISION_ASSET.stat().st_size / 1e6
+        console.print(f"the shipped eye: {NANO_VISION_ASSET} ({size:.1f} MB, sha256 {digest})")
+    return digest
+
+
+def _build_tools(config: DemoConfig, console: Console):
+    if config.search_config == "none":
+        console.print("no search tools (search_config 'none'): every search returns an error")
+        return None
+    from mmsr.search.config import SearchConfig
+    from mmsr.search.index_cache import index_dir
+    from mmsr.search.tools import make_tools
+
+    search = SearchConfig.load(config.search_config)
+    console.print(
+        f"image search: {search.image_backend}, text search: {search.text_backend}. "
+        f"Local indexes are built on first use (a few minutes on 2 cores: the image index "
+        f"renders and encodes every flag, the text index embeds every page chunk), then "
+        f"loaded from {index_dir()} in seconds."
+    )
+    started = time.perf_counter()
+    tools = make_tools(search)
+    console.print(f"search tools ready in {_duration(time.perf_counter() - started)}")
+    return tools
+
+
+def _load(path: str, config: DemoConfig, console: Console):
     from mmsr.models.loading import load_policy
 
-    console.rule("[bold]2. The nano policy")
-    start = time.perf_counter()
-    policy = load_policy("nano", console=console)
-    seconds = time.perf_counter() - start
-    n_params = sum(p.numel() for p in policy.model.parameters())
-    n_vision = sum(p.numel() for p in policy.model.model.visual.parameters())
-    console.print(
-        f"loaded {type(policy.model).__name__} in {seconds:.1f} s: "
-        f"{n_params / 1e6:.1f} M parameters ({n_vision / 1e6:.1f} M in the vision tower), "
-        f"{policy.device}, {policy.dtype}"
+    return load_policy(path, device=config.device, console=console)
+
+
+def _sft_stage(config, params, tools, console, state) -> dict[str, Any]:
+    from mmsr.train.sft import train_sft
+
+    folder = Path(config.out) / "sft"
+    done = _reusable(folder, params)
+    if done is not None:
+        state["status"] = "reused"
+        console.print(f"reusing {folder / 'final'} (finished earlier)")
+        return done
+    _begin(folder, params, console)
+    sft = sft_config(config, folder)
+    policy = _load(config.policy, config, console)
+    train_sft(sft, policy=policy, tools=tools, console=console)
+    return _finish(folder, params, {"model": str(folder / "final")})
+
+
+def _grpo_stage(config, start: str, params, tools, console, state) -> dict[str, Any]:
+    from mmsr.train.loop import train_grpo
+    from mmsr.train.metrics import read_metrics
+
+    folder = Path(config.out) / "grpo"
+    done = _reusable(folder, params)
+    if done is not None:
+        state["status"] = "reused"
+        console.print(f"reusing {folder / 'final'} (finished earlier)")
+        return done
+    _begin(folder, params, console)
+    grpo = grpo_config(config, start, folder)
+    policy = _load(start, config, console)
+    train_grpo(grpo, policy=policy, tools=tools, console=console)
+    keys = ("reward_mean", "acc", "format_rate", "search_ratio", "kl", "step_s")
+    rows = [
+        {k: row.get(k) for k in ("step", *keys)} for row in read_metrics(folder / "metrics.jsonl")
+    ]
+    return _finish(folder, params, {"model": str(folder / "final"), "steps": rows})
+
+
+def _eval_stage(config, name: str, model: str, params, tools, console, state) -> dict[str, Any]:
+    from mmsr.eval.modes import EvalConfig
+    from mmsr.eval.run import evaluate, write_run
+    from mmsr.eval.samples import load_eval_samples
+
+    folder = Path(config.out) / name
+    done = _reusable(folder, params)
+    if done is not None:
+        state["status"] = "reused"
+        console.print(f"reusing {folder / 'metrics.json'} (finished earlier)")
+        _print_eval_line(done["metrics"], console)
+        return done
+    _begin(folder, params, console)
+    samples = load_eval_samples(config.eval_data, config.eval_questions, shuffle_seed=config.seed)
+    evaluation = EvalConfig(
+        mode="ondemand", max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=8
     )
-    return policy
+    console.print(f"{len(samples)} questions of {config.eval_data}, on-demand search, greedy")
+    policy = _load(model, config, console)
+    run = evaluate(policy, tools, samples, evaluation, console=console)
+    paths = write_run(run, folder, samples, title=f"mmsr demo: {name} on {config.eval_data}")
+    _print_eval_line(run.metrics, console)
+    keep = ("acc", "sr", "image_search_rate", "text_search_rate", "answered", "behaviour",
+            "behaviour_counts", "n")  # fmt: skip
+    metrics = {k: run.metrics.get(k) for k in keep}
+    outputs = {k: str(v) for k, v in paths.items()}
+    return _finish(folder, params, {"model": model, "metrics": metrics, "outputs": outputs})
 
 
-def _ask_text(console: Console, policy) -> None:
-    from mmsr.models.generate import generate_reply, user_message
+# ------------------------------------------------------------------------- the recipes
+def sft_config(config: DemoConfig, folder: Path):
+    """configs/nano_sft_cpu.yaml with the demo's sizes."""
+    from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
 
-    console.rule("[bold]3. A text question (SmolLM2's own knowledge)")
-    reply = generate_reply(policy, [user_message(CAPITAL_QUESTION)])
-    console.print(f"[bold]Q:[/] {CAPITAL_QUESTION}")
-    console.print(f"[bold]A:[/] {reply.text}")
-    console.print(f"[dim]{reply.n_new_tokens} tokens in {reply.seconds:.1f} s[/]")
+    return SFTConfig(
+        data="world:train",
+        n_trajectories=config.sft_trajectories,
+        p_direct=0.3,
+        steps=config.sft_steps,
+        batch_size=min(8, config.sft_trajectories),
+        micro_batch_size=4,
+        search_config=config.search_config,
+        model=_model_options(config, config.policy),
+        optim=OptimOptions(
+            lr=1e-4, warmup_steps=min(3, config.sft_steps - 1), schedule="cosine", min_lr_ratio=0.1
+        ),
+        engine=_engine(config, max_new_tokens=256),
+        run=RunOptions(out=str(folder), seed=config.seed, save_every=10, tensorboard=False),
+    )
 
 
-def _pick_flag_question(questions: list[Sample]) -> Sample | None:
-    """A held-out flag question (the flag is what the vision tower must learn to read)."""
-    with_image = [q for q in questions if q.images]
-    flags = [q for q in with_image if q.extra.get("qtype") == "flag" or "flag" in q.tags]
-    for pool in ([q for q in flags if q.split == "test"], flags, with_image):
-        if pool:
-            return pool[0]
-    return None
+def grpo_config(config: DemoConfig, start: str, folder: Path):
+    """configs/nano_cpu.yaml with the demo's sizes, starting from the policy at `start`."""
+    from mmsr.train.config import GRPOConfig, GRPOOptions, OptimOptions, RunOptions
+
+    return GRPOConfig(
+        data="world:train",
+        steps=config.grpo_steps,
+        prompts_per_step=config.prompts_per_step,
+        search_config=config.search_config,
+        reward={"alpha": 0.1, "search_penalty": 0.1},
+        model=_model_options(config, start),
+        optim=OptimOptions(
+            lr=1e-5,
+            warmup_steps=min(2, config.grpo_steps - 1),
+            schedule="cosine",
+            min_lr_ratio=0.1,
+            grad_clip=1.0,
+        ),
+        grpo=GRPOOptions(
+            group_size=config.group_size,
+            norm_adv_by_std=True,
+            clip_ratio_low=0.2,
+            clip_ratio_high=0.2,
+            kl_coef=0.001,
+            loss_agg="token-mean",
+            ppo_epochs=1,
+            micro_batch_size=16,
+        ),
+        engine=_engine(config, max_new_tokens=config.max_new_tokens, temperature=1.0),
+        run=RunOptions(
+            out=str(folder), seed=config.seed, save_every=2, keep_checkpoints=2, tensorboard=False
+        ),
+    )
 
 
-def _ask_about_flag(console: Console, policy, world) -> None:
-    from mmsr.models.generate import generate_reply, user_message
+def _model_options(config: DemoConfig, policy: str):
+    from mmsr.train.config import ModelOptions
 
-    console.rule("[bold]4. A world question with its photo (vision tower untrained)")
-    sample = _pick_flag_question(world.questions)
-    if sample is None:
-        console.print("[yellow]The world has no question with an image.[/]")
-        return
-    image = sample.images[0].bytes or sample.images[0].path
-    reply = generate_reply(policy, [user_message(sample.question, n_images=1)], [image])
-    console.print(f"[bold]question[/] ({sample.id}, {sample.split}): {sample.question}")
-    console.print(f"[bold]image:[/] {sample.images[0].path or f'{len(image)} bytes'}")
-    console.print(f"[bold]gold answer:[/] {sample.answer}")
-    console.print(f"[bold]model:[/] {reply.text}")
+    return ModelOptions(
+        policy=policy, device=config.device, freeze_vision=True, freeze_layers=config.freeze_layers
+    )
+
+
+def _engine(config: DemoConfig, **values):
+    from mmsr.rollout.engine import EngineConfig
+
+    return EngineConfig(max_turns=3, max_image_search=1, max_text_search=2,
+                        max_total_tokens=2048, batch_size=16, **values)  # fmt: skip
+
+
+# ------------------------------------------------------------------------- the summary
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _print_eval_line(metrics: dict[str, Any], console: Console) -> None:
     console.print(
-        Panel(
-            "The vision tower is still random, so the model cannot read the picture yet: "
-            "this reply is a guess. "
-            "Training (align, then GRPO with search) teaches the model to read the flag "
-            "or to search for it.",
-            style="dim",
+        f"accuracy {_pct(metrics.get('acc'))}, search ratio {_pct(metrics.get('sr'))}, "
+        f"answered {_pct(metrics.get('answered'))}"
+    )
+
+
+def _render_summary(summary: dict[str, Any], config: DemoConfig, console: Console) -> None:
+    console.rule("[bold]Summary")
+    table = Table(
+        title=f"on-demand search, {config.eval_questions} questions of {config.eval_data}"
+    )
+    behaviours = ("correct_no_search", "correct_search", "wrong_no_search", "wrong_search")
+    for column in ("policy", "acc", "search ratio", "image", "text", "answered", *behaviours):
+        table.add_column(
+            column.replace("_", " "), justify="left" if column == "policy" else "right"
         )
+    labels = {
+        "sft": f"SFT ({config.sft_steps} steps)",
+        "grpo": f"+ GRPO ({config.grpo_steps} steps)",
+    }
+    for key, label in labels.items():
+        m = summary["evals"][key]
+        share = m.get("behaviour") or {}
+        table.add_row(
+            label, _pct(m.get("acc")), _pct(m.get("sr")), _pct(m.get("image_search_rate")),
+            _pct(m.get("text_search_rate")), _pct(m.get("answered")),
+            *(_pct(share.get(b)) for b in behaviours),
+        )  # fmt: skip
+    console.print(table)
+
+    steps = Table(title="GRPO steps (training rollouts, sampled at T = 1)")
+    columns = ("step", "reward_mean", "acc", "format_rate", "search_ratio", "kl", "step_s")
+    for column in columns:
+        steps.add_column(column, justify="right")
+    for row in summary["grpo_steps"]:
+        steps.add_row(*(_cell(row.get(c)) for c in columns))
+    console.print(steps)
+
+    times = Table(title="stage wall times")
+    times.add_column("stage")
+    times.add_column("time", justify="right")
+    times.add_column("", justify="left")
+    for stage in summary["stages"]:
+        status = "" if stage["status"] == "ran" else stage["status"]
+        times.add_row(stage["name"], _duration(stage["seconds"]), status)
+    times.add_row("[bold]total", f"[bold]{_duration(summary['seconds'])}", "")
+    console.print(times)
+    outputs = summary["eval_outputs"]["grpo"]
+    console.print(
+        f"reports: {outputs.get('html', outputs.get('markdown', ''))}; trajectories: "
+        f"{outputs.get('viewer', '')} (and the same under eval-sft/); "
+        f"summary: {Path(summary['out']) / SUMMARY_FILE}"
     )
+    console.print(
+        "[dim]A few GRPO steps on a CPU show the loop at work, not a trained searcher; "
+        "docs/TRAINING.md has the longer recipes.[/]"
+    )
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
