@@ -108,3 +108,10 @@ def test_demo_recipes_are_the_cpu_configs_with_fewer_steps(cls, yaml, build):
         assert demo[key] == shipped[key], key
     for key in ("lr", "schedule", "min_lr_ratio", "grad_clip"):
         assert demo["optim"][key] == shipped["optim"][key], key
+
+
+def test_bad_size_names_the_option():
+    with pytest.raises(ValueError, match="--grpo-steps"):
+        DemoConfig(grpo_steps=0)
+    result = CliRunner().invoke(app, ["demo", "--eval-questions", "0"])
+    assert result.exit_code == 2 and "--eval-questions" in result.output

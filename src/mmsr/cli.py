@@ -569,13 +569,13 @@ def demo(
         import torch
 
         torch.set_num_threads(threads)
-    config = DemoConfig(
-        out=str(out), policy=policy, sft_steps=sft_steps, sft_trajectories=sft_trajectories,
-        grpo_steps=grpo_steps, prompts_per_step=prompts_per_step, group_size=group_size,
-        eval_questions=eval_questions, eval_data=eval_data, max_new_tokens=max_new_tokens,
-        freeze_layers=freeze_layers, search_config=search_config, seed=seed, fresh=fresh,
-    )  # fmt: skip
     try:
+        config = DemoConfig(
+            out=str(out), policy=policy, sft_steps=sft_steps, sft_trajectories=sft_trajectories,
+            grpo_steps=grpo_steps, prompts_per_step=prompts_per_step, group_size=group_size,
+            eval_questions=eval_questions, eval_data=eval_data, max_new_tokens=max_new_tokens,
+            freeze_layers=freeze_layers, search_config=search_config, seed=seed, fresh=fresh,
+        )  # fmt: skip
         run_demo(config, console)
     except (FileNotFoundError, ValueError, ImportError) as err:
         _fail(str(err))

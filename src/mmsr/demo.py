@@ -81,6 +81,13 @@ class DemoConfig:
     fresh: bool = False
     """Delete the stage folders under `out` first (otherwise finished stages are reused)."""
 
+    def __post_init__(self) -> None:
+        for name in ("sft_steps", "sft_trajectories", "grpo_steps", "prompts_per_step",
+                     "group_size", "eval_questions", "max_new_tokens"):  # fmt: skip
+            if getattr(self, name) < 1:
+                option = "--" + name.replace("_", "-")
+                raise ValueError(f"{option} must be >= 1, got {getattr(self, name)}")
+
 
 @dataclass
 class StageTime:
@@ -105,7 +112,7 @@ class _Stages:
         seconds = time.perf_counter() - started
         self.times.append(StageTime(title, seconds, state["status"]))
         note = "" if state["status"] == "ran" else f" ({state['status']})"
-        self.console.print(f"[dim]stage {number} ({title}): {_duration(seconds)}{note}[/]")
+        self.console.print(f"[dim]{number}. {title}: {_duration(seconds)}{note}[/]")
 
 
 def _duration(seconds: float) -> str:
