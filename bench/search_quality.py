@@ -8,9 +8,9 @@ question images nor the index's own renders) of every entity that questions ask 
 recall@1 / @5 = the entity's main page is the first / among the first five hits;
 look-alike@1 also accepts a page whose flag is the same image (the world's look-alike
 groups: nothing in the pixels tells them apart). The default (`colorlayout` descriptor +
-the MLP metric learned from the index's renders) is measured beside the same descriptor
-with the LDA metric and with none, and the naive `tinypixels` baseline, on the same
-photos.
+the MLP + CNN metric learned from the index's renders) is measured beside the same
+descriptor with the MLP alone, the LDA metric and none, and the naive `tinypixels`
+baseline (+ MLP), on the same photos (`--only-default`: the default alone).
 
 Text search: paraphrased factual questions that name the country (the second hop after
 the image search), worded unlike the world's question templates; a hit counts when the
@@ -99,7 +99,9 @@ def png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def bench_image(world, photos_per_entity: int, augment: int, metric: str) -> None:
+def bench_image(
+    world, photos_per_entity: int, augment: int, metric: str, only_default: bool = False
+) -> None:
     asked = [e for e in world.entities if e.asks_flag and e.flag]
     photos = []
     for i, entity in enumerate(asked):
@@ -120,8 +122,10 @@ def bench_image(world, photos_per_entity: int, augment: int, metric: str) -> Non
         f"{'p50 ms':>8s} {'p90 ms':>8s}"
     )
     main_page = {e.id: f"world://factbook/{e.fips}/overview" for e in world.entities}
-    others = [m for m in ("lda", "none") if m != metric]
-    runs = [("colorlayout", metric), *(("colorlayout", m) for m in others), ("tinypixels", metric)]
+    others = [m for m in ("mlp", "lda", "none") if m != metric]
+    runs = [("colorlayout", metric), *(("colorlayout", m) for m in others), ("tinypixels", "mlp")]
+    if only_default:
+        runs = runs[:1]
     for spec, used in runs:
         backend = LocalImageBackend(encoder=make_encoder(spec), n_augment=augment, metric=used)
         tool = ImageSearchTool(backend, cache=None, k=5)
@@ -207,11 +211,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=1, help="Photos per entity.")
     parser.add_argument("--augment", type=int, default=SearchConfig().image_index_augment)
-    parser.add_argument("--metric", default=SearchConfig().image_metric, help="mlp|lda|none")
+    parser.add_argument("--metric", default=SearchConfig().image_metric, help="auto|mlp+cnn|...")
     parser.add_argument("--text-limit", type=int, default=None, help="Questions (default all).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (MiniLM).")
     parser.add_argument("--skip", choices=["image", "text"], default=None)
+    parser.add_argument(
+        "--only-default", action="store_true", help="Image: the default index, no baselines."
+    )
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -220,7 +227,7 @@ def main() -> None:
     world = load_world()
     started = time.perf_counter()
     if args.skip != "image":
-        bench_image(world, args.photos, args.augment, args.metric)
+        bench_image(world, args.photos, args.augment, args.metric, args.only_default)
     if args.skip != "text":
         bench_text(world, args.text_limit, args.seed)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

@@ -9,6 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmsr.search.cnn_metric import (
+    EMBED_DIM,
+    apply_cnn_metric,
+    fit_cnn_metric,
+    load_cnn_metric,
+    region_crop,
+)
 from mmsr.search.config import SearchConfig
 from mmsr.search.corpus import load_corpus
 from mmsr.search.encoders import ColorLayoutEncoder, TinyPixelsEncoder, make_encoder
@@ -104,6 +111,14 @@ def test_image_index_is_cached_by_content(image_backend):
     )
     assert "mlp_w1" in mlp.metric_arrays and mlp.cache_id != image_backend.cache_id
     assert len(mlp.search(png_bytes(Image.open(load_world().flag_path("jp"))), k=3)) == 3
+    # The world's default ("auto" on 4,000+ renders): MLP and CNN scores in one vector each.
+    fused = LocalImageBackend(
+        world_thumbnail_pages(entity_ids=ENTITIES), n_augment=2, metric="mlp+cnn", progress=False
+    )
+    assert "cnn_channels" in fused.metric_arrays and "mlp_w1" in fused.metric_arrays
+    assert fused.index.d == 64 + EMBED_DIM and fused.cache_id != mlp.cache_id
+    top = fused.search(png_bytes(Image.open(load_world().flag_path("jp"))), k=3)
+    assert len(top) == 3 and top[0].title == "Japan — Overview"
     with pytest.raises(ValueError, match="metric 'knn'"):
         LocalImageBackend(world_thumbnail_pages(entity_ids=ENTITIES), metric="knn")
     # Too few thumbnails to fit a metric: raw vectors of every render, still searchable.
@@ -129,6 +144,31 @@ def test_mlp_metric_separates_groups_and_runs_without_torch():
     assert ((mapped @ centroids.T).argmax(1) == groups).mean() > 0.95
     again = fit_mlp_metric(vectors, groups, dim=4, hidden=16, epochs=30)
     assert all(np.array_equal(again[k], arrays[k]) for k in arrays)  # seeded
+
+
+def test_cnn_metric_separates_groups_and_is_seeded():
+    # Four "flags": two-colour patterns that differ in where the colours sit.
+    rng = np.random.default_rng(0)
+    base = np.zeros((4, 40, 40, 3), np.float32)
+    base[0, :20], base[0, 20:] = (220, 30, 30), (240, 240, 240)  # red over white
+    base[1, :20], base[1, 20:] = (240, 240, 240), (220, 30, 30)  # white over red
+    base[2, :, :20], base[2, :, 20:] = (30, 30, 200), (240, 200, 0)  # blue | yellow
+    base[3, :, :20], base[3, :, 20:] = (240, 200, 0), (30, 30, 200)  # yellow | blue
+    groups = np.repeat(np.arange(4), 16)
+    crops = np.clip(base[groups] + rng.normal(0, 20, (64, 40, 40, 3)), 0, 255).astype(np.uint8)
+    arrays = fit_cnn_metric(crops, groups, channels=4, epochs=6)
+    mapped = apply_cnn_metric(crops, load_cnn_metric(arrays))
+    assert mapped.shape == (64, EMBED_DIM)
+    assert np.allclose(np.linalg.norm(mapped, axis=1), 1, atol=1e-5)
+    centroids = group_centroids(mapped, groups, 4)
+    assert ((mapped @ centroids.T).argmax(1) == groups).mean() > 0.9
+    again = fit_cnn_metric(crops, groups, channels=4, epochs=6)
+    assert all(np.array_equal(again[k], arrays[k]) for k in arrays)  # seeded
+    # The crop is the flag region, found on a plain background.
+    canvas = Image.new("RGB", (200, 150), (90, 150, 230))
+    canvas.paste(Image.new("RGB", (80, 50), (220, 30, 30)), (60, 50))
+    crop = region_crop(canvas)
+    assert crop.shape == (40, 40, 3) and tuple(crop[20, 20]) == (220, 30, 30)
 
 
 def test_lda_keeps_the_direction_that_separates_groups():

@@ -15,7 +15,7 @@ IMAGE_BACKENDS = ("local", "serpapi", "remote")
 TEXT_BACKENDS = ("local", "serpapi", "searxng", "remote")
 READERS = ("trafilatura", "jina", "none")
 SUMMARIZERS = ("extractive", "llm", "none")
-IMAGE_METRICS = ("auto", "mlp", "lda", "none")
+IMAGE_METRICS = ("auto", "mlp+cnn", "mlp", "lda", "none")
 
 # Estimated USD per call. SerpAPI: the Developer plan is $75 for 5,000 searches (2025);
 # SearXNG and local backends are free; Jina Reader and LLM prices depend on the account,
@@ -57,8 +57,10 @@ class SearchConfig:
     (0: clean thumbnails only, no learned metric)."""
     image_metric: str = "auto"
     """Metric the local image index learns from those renders (`mmsr.search.projection`):
-    `mlp` (small network, cosine softmax), `lda` (Fisher LDA), `none` (raw descriptors of
-    every render), or `auto`: mlp from 4,000 renders on (the world), else lda."""
+    `mlp` (small network, cosine softmax), `mlp+cnn` (that plus a small CNN over the flag
+    region, `mmsr.search.cnn_metric`, scores summed), `lda` (Fisher LDA), `none` (raw
+    descriptors of every render), or `auto`: mlp+cnn from 4,000 renders on (the world),
+    else lda."""
     image_project_dim: int = 64
     """Dimensions of that metric's space."""
     text_dense: bool = True

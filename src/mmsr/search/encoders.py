@@ -152,21 +152,24 @@ class ColorLayoutEncoder:
         if settings != (64, 0.9, 8, 10, 4, 8, (1.0, 1.0, 0.5), ("foreground", "whole")):
             self.name = f"{ColorLayoutEncoder.name}{settings}"
 
-    def encode(self, images: list[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._one(img) for img in images])
+    def encode_with_boxes(
+        self, images: list[Image.Image]
+    ) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
+        """`encode` plus each image's `foreground_box`, so the index's CNN metric
+        (`cnn_metric.region_crop`) does not estimate it a second time."""
+        rows = [self._one(img) for img in images]
+        vectors = np.stack([r for r, _ in rows]) if rows else np.zeros((0, self.dim), np.float32)
+        return vectors, [box for _, box in rows]
 
-    def _one(self, image: Image.Image) -> np.ndarray:
+    def encode(self, images: list[Image.Image]) -> np.ndarray:
+        return self.encode_with_boxes(images)[0]
+
+    def _one(self, image: Image.Image) -> tuple[np.ndarray, tuple[float, float, float, float]]:
         img = to_rgb(image)
-        parts = []
-        for view in self.views:
-            if view == "foreground":
-                box = foreground_box(img)
-            else:
-                box = (0.0, 0.0, float(img.size[0]), float(img.size[1]))
-            parts.append(self._view(img, box))
-        return l2_normalize(np.concatenate(parts))
+        whole = (0.0, 0.0, float(img.size[0]), float(img.size[1]))
+        fg = foreground_box(img)
+        parts = [self._view(img, fg if view == "foreground" else whole) for view in self.views]
+        return l2_normalize(np.concatenate(parts)), fg
 
     def _view(self, img: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
         side = self.work_px

@@ -29,6 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mmsr.search.cnn_metric import (
+    CNN_WEIGHT,
+    apply_cnn_metric,
+    fit_cnn_metric,
+    load_cnn_metric,
+    region_crop,
+)
 from mmsr.search.config import IMAGE_METRICS
 from mmsr.search.encoders import ImageEncoder, make_encoder, to_rgb
 from mmsr.search.errors import BadRequest
@@ -142,7 +149,8 @@ class LocalImageBackend:
         self.seed = seed
         learnable = n_augment > 0 and len(self.pages) >= MIN_PAGES_TO_PROJECT
         if metric == "auto":
-            metric = "mlp" if len(self.pages) * (n_augment + 1) >= MLP_MIN_RENDERS else "lda"
+            many = len(self.pages) * (n_augment + 1) >= MLP_MIN_RENDERS
+            metric = "mlp+cnn" if many else "lda"
         self.metric = metric if learnable and project_dim > 0 else "none"
         self.project_dim = project_dim if self.metric != "none" else 0
         thumbs = [_read_image(p.image_path) for p in self.pages]
@@ -167,6 +175,7 @@ class LocalImageBackend:
         self.owner = cached["owner"].astype(np.int64)  # [n_vectors] index into self.pages
         # The learned metric's arrays (lda_* or mlp_*), empty without one.
         self.metric_arrays = {k: v for k, v in cached.items() if k not in ("vectors", "owner")}
+        self._cnn = load_cnn_metric(self.metric_arrays) if "cnn_channels" in cached else None
         self.index = faiss.IndexFlatIP(int(vectors.shape[1]))
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
@@ -188,7 +197,8 @@ class LocalImageBackend:
 
         from mmsr.world.photo import degrade_flag
 
-        blocks, owner = [], []
+        blocks, owner, crops = [], [], []
+        use_cnn = self.metric == "mlp+cnn"
         steps = enumerate(thumbs)
         if progress:
             steps = track(steps, total=len(thumbs), description="image index: rendering + encoding")
@@ -198,8 +208,11 @@ class LocalImageBackend:
             renders = [to_rgb(clean), *(degrade_flag(clean, rng) for _ in range(self.n_augment))]
             # Encoded per thumbnail: the progress bar covers the whole cost, and only one
             # thumbnail's renders are held in memory at a time.
-            blocks.append(self.encoder.encode(renders).astype(np.float32))
+            vectors, boxes = self._encode(renders)
+            blocks.append(vectors)
             owner.extend([i] * len(renders))
+            if use_cnn:
+                crops.extend(region_crop(r, box) for r, box in zip(renders, boxes, strict=True))
         vectors = np.concatenate(blocks)
         owner = np.asarray(owner, dtype=np.int64)
         if self.metric == "none":
@@ -216,7 +229,27 @@ class LocalImageBackend:
         else:
             arrays = fit_mlp_metric(vectors, owner, self.project_dim, seed=self.seed)
         centroids = group_centroids(self._apply_metric(vectors, arrays), owner, len(thumbs))
+        if use_cnn:
+            crop_array = np.stack(crops)
+            arrays |= fit_cnn_metric(crop_array, owner, seed=self.seed, progress=progress)
+            cnn = apply_cnn_metric(crop_array, load_cnn_metric(arrays))
+            centroids = self._fuse(centroids, group_centroids(cnn, owner, len(thumbs)))
         return {"vectors": centroids, "owner": np.arange(len(thumbs), dtype=np.int64), **arrays}
+
+    def _encode(self, images: list[Image.Image]) -> tuple[np.ndarray, list | None]:
+        """Descriptors, and the flag boxes when the encoder estimates them anyway."""
+        with_boxes = getattr(self.encoder, "encode_with_boxes", None)
+        if with_boxes is not None:
+            vectors, boxes = with_boxes(images)
+        else:
+            vectors, boxes = self.encoder.encode(images), [None] * len(images)
+        return vectors.astype(np.float32), boxes
+
+    @staticmethod
+    def _fuse(mlp: np.ndarray, cnn: np.ndarray) -> np.ndarray:
+        """One vector per image whose inner products are s_mlp + CNN_WEIGHT * s_cnn: the
+        FAISS index then scores both metrics at once."""
+        return np.hstack([mlp, np.sqrt(CNN_WEIGHT) * cnn]).astype(np.float32)
 
     @staticmethod
     def _apply_metric(vectors: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -232,7 +265,11 @@ class LocalImageBackend:
             img.load()
         except (UnidentifiedImageError, OSError) as err:
             raise BadRequest(f"image search: the image cannot be decoded ({err})") from err
-        return self._apply_metric(self.encoder.encode([img]).astype(np.float32), self.metric_arrays)
+        vectors, boxes = self._encode([img])
+        query = self._apply_metric(vectors, self.metric_arrays)
+        if self._cnn is None:
+            return query
+        return self._fuse(query, apply_cnn_metric(region_crop(img, boxes[0])[None], self._cnn))
 
     def search(self, image: bytes, k: int = 5) -> list[SearchResult]:
         return self.search_vector(self.encode_bytes(image), k)
