@@ -103,7 +103,7 @@ def test_missing_eye_is_one_line_and_not_an_error(monkeypatch, tmp_path):
 def test_demo_recipes_are_the_cpu_configs_with_fewer_steps(cls, yaml, build):
     demo = dataclasses.asdict(build(DemoConfig()))
     shipped = dataclasses.asdict(load_config(cls, CONFIGS / yaml))
-    sized = {"steps", "n_trajectories", "run", "optim"}  # sizes, outputs, the warm-up
+    sized = {"steps", "n_trajectories", "prompts_per_step", "run", "optim"}  # sizes, outputs
     for key in set(shipped) - sized:
         assert demo[key] == shipped[key], key
     for key in ("lr", "schedule", "min_lr_ratio", "grad_clip"):

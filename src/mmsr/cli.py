@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from mmsr.demo import DemoConfig
+
 app = typer.Typer(
     help="mmsr: MMSearch-R1 — teach a multimodal model when to search.",
     no_args_is_help=True,
@@ -537,25 +539,39 @@ def ask_command(
         render_trajectory(trajectory, console, question)
 
 
+_DEMO = DemoConfig()  # the defaults of `mmsr demo` (mmsr.demo imports no torch)
+
+
 @app.command("demo")
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Run folder (stages, reports, summary)."),
-    sft_steps: int = typer.Option(20, help="SFT warm-start optimizer steps (batch 8)."),
-    sft_trajectories: int = typer.Option(64, help="World-synthesised SFT trajectories."),
-    grpo_steps: int = typer.Option(4, help="GRPO steps."),
-    prompts_per_step: int = typer.Option(4, help="GRPO questions per step."),
-    group_size: int = typer.Option(4, help="GRPO trajectories per question."),
-    eval_questions: int = typer.Option(
-        24, help="Questions of the fixed evaluation slice (seeded shuffle of --eval-data)."
+    out: Path = typer.Option(Path(_DEMO.out), help="Run folder (stages, reports, summary)."),
+    sft_steps: int = typer.Option(
+        _DEMO.sft_steps, help="SFT warm-start optimizer steps (batch 8)."
     ),
-    eval_data: str = typer.Option("world:test", help="world:<split>, or a .parquet/.jsonl."),
-    max_new_tokens: int = typer.Option(96, help="Tokens per model turn (GRPO and evaluation)."),
-    policy: str = typer.Option("nano", help="'nano' or a local Qwen-VL checkpoint folder."),
-    freeze_layers: int = typer.Option(22, help="Lowest decoder layers kept frozen (nano: 30)."),
+    sft_trajectories: int = typer.Option(
+        _DEMO.sft_trajectories, help="World-synthesised SFT trajectories."
+    ),
+    grpo_steps: int = typer.Option(_DEMO.grpo_steps, help="GRPO steps."),
+    prompts_per_step: int = typer.Option(_DEMO.prompts_per_step, help="GRPO questions per step."),
+    group_size: int = typer.Option(_DEMO.group_size, help="GRPO trajectories per question."),
+    eval_questions: int = typer.Option(
+        _DEMO.eval_questions,
+        help="Questions of the fixed evaluation slice (seeded shuffle of --eval-data).",
+    ),
+    eval_data: str = typer.Option(_DEMO.eval_data, help="world:<split>, or a .parquet/.jsonl."),
+    max_new_tokens: int = typer.Option(
+        _DEMO.max_new_tokens, help="Tokens per model turn (GRPO and evaluation)."
+    ),
+    policy: str = typer.Option(_DEMO.policy, help="'nano' or a local Qwen-VL checkpoint folder."),
+    freeze_layers: int = typer.Option(
+        _DEMO.freeze_layers, help="Lowest decoder layers kept frozen (nano: 30)."
+    ),
     search_config: str = typer.Option(
         None, help="Search config YAML (default: local world backends; 'none': no tools)."
     ),
-    seed: int = typer.Option(0, help="Seed of SFT scripts, data order, rollouts, eval slice."),
+    seed: int = typer.Option(
+        _DEMO.seed, help="Seed of SFT scripts, data order, rollouts, eval slice."
+    ),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start over: delete the stage folders."),
 ) -> None:
@@ -563,7 +579,7 @@ def demo(
     search indexes, SFT warm-start, GRPO, and an evaluation before and after GRPO.
 
     Finished stages under --out are reused when run again with the same options."""
-    from mmsr.demo import DemoConfig, run_demo
+    from mmsr.demo import run_demo
 
     if threads > 0:
         import torch

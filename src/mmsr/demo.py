@@ -54,17 +54,17 @@ class DemoConfig:
     """Run folder: sft/, eval-sft/, grpo/, eval-grpo/, summary.json."""
     policy: str = "nano"
     """'nano' or a local Qwen-VL checkpoint folder to start from."""
-    sft_steps: int = 20
+    sft_steps: int = 10
     """SFT optimizer steps of 8 trajectories (configs/nano_sft_cpu.yaml: 30)."""
     sft_trajectories: int = 64
     """World-synthesised SFT trajectories (random search plans, replayed with the tools)."""
-    grpo_steps: int = 4
+    grpo_steps: int = 2
     """GRPO steps (configs/nano_cpu.yaml uses 20)."""
-    prompts_per_step: int = 4
-    """GRPO questions per step."""
+    prompts_per_step: int = 2
+    """GRPO questions per step (configs/nano_cpu.yaml: 4)."""
     group_size: int = 4
     """GRPO trajectories per question (the group that advantages are normalised in)."""
-    eval_questions: int = 24
+    eval_questions: int = 16
     """Questions of the fixed world:test slice (seeded shuffle) both evaluations use."""
     eval_data: str = "world:test"
     """What the evaluations run on (world:<split>, or an FVQA .parquet / .jsonl)."""
