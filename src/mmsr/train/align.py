@@ -69,13 +69,13 @@ def answer_text(name: str) -> str:
 class AlignConfig:
     """How the eye is trained (docs/RESULTS.md "Nano eye" has the runs and their results)."""
 
-    classify_steps: int = 800  # stage 0 steps (tower + temporary head)
+    classify_steps: int = 1500  # stage 0 steps (tower + temporary head)
     classify_batch: int = 64  # photos per stage-0 step
     classify_lr: float = 1e-3  # AdamW peak lr of stage 0
-    embed_steps: int = 200  # stage 1 steps (tower only)
+    embed_steps: int = 300  # stage 1 steps (tower only)
     embed_batch: int = 32  # photos per stage-1 step
     embed_lr: float = 5e-4  # AdamW peak lr of stage 1
-    lm_steps: int = 80  # stage 2 steps (through the frozen LM)
+    lm_steps: int = 700  # stage 2 steps (through the frozen LM)
     lm_batch: int = 8  # photos per stage-2 step
     lm_lr: float = 5e-4  # AdamW peak lr of stage 2
     warmup_fraction: float = 0.05  # of each stage's steps
