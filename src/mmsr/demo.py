@@ -302,14 +302,20 @@ def _load(path: str, config: DemoConfig, console: Console):
     return load_policy(path, device=config.device, console=console)
 
 
-def _sft_stage(config, params, tools, console, state) -> dict[str, Any]:
-    from mmsr.train.sft import train_sft
-
-    folder = Path(config.out) / "sft"
+def _reuse(folder: Path, params: dict[str, Any], console, state) -> dict[str, Any] | None:
+    """The finished stage's record (and says so) when it ran under `params`, else None."""
     done = _reusable(folder, params)
     if done is not None:
         state["status"] = "reused"
         console.print(f"reusing {folder / 'final'} (finished earlier)")
+    return done
+
+
+def _sft_stage(config, params, tools, console, state) -> dict[str, Any]:
+    from mmsr.train.sft import train_sft
+
+    folder = Path(config.out) / "sft"
+    if (done := _reuse(folder, params, console, state)) is not None:
         return done
     _begin(folder, params, console)
     sft = sft_config(config, folder)
@@ -323,10 +329,7 @@ def _grpo_stage(config, start: str, params, tools, console, state) -> dict[str, 
     from mmsr.train.metrics import read_metrics
 
     folder = Path(config.out) / "grpo"
-    done = _reusable(folder, params)
-    if done is not None:
-        state["status"] = "reused"
-        console.print(f"reusing {folder / 'final'} (finished earlier)")
+    if (done := _reuse(folder, params, console, state)) is not None:
         return done
     _begin(folder, params, console)
     grpo = grpo_config(config, start, folder)
