@@ -302,12 +302,15 @@ def _load(path: str, config: DemoConfig, console: Console):
     return load_policy(path, device=config.device, console=console)
 
 
-def _reuse(folder: Path, params: dict[str, Any], console, state) -> dict[str, Any] | None:
-    """The finished stage's record (and says so) when it ran under `params`, else None."""
+def _reuse(
+    folder: Path, params: dict[str, Any], console, state, product: str = "final"
+) -> dict[str, Any] | None:
+    """The finished stage's record (and says so, naming its `product`) when it ran under
+    `params`, else None."""
     done = _reusable(folder, params)
     if done is not None:
         state["status"] = "reused"
-        console.print(f"reusing {folder / 'final'} (finished earlier)")
+        console.print(f"reusing {folder / product} (finished earlier)")
     return done
 
 
@@ -348,10 +351,7 @@ def _eval_stage(config, name: str, model: str, params, tools, console, state) ->
     from mmsr.eval.samples import load_eval_samples
 
     folder = Path(config.out) / name
-    done = _reusable(folder, params)
-    if done is not None:
-        state["status"] = "reused"
-        console.print(f"reusing {folder / 'metrics.json'} (finished earlier)")
+    if (done := _reuse(folder, params, console, state, "metrics.json")) is not None:
         _print_eval_line(done["metrics"], console)
         return done
     _begin(folder, params, console)
