@@ -421,6 +421,12 @@ def train_align_command(
     run_dir: Path = typer.Option(Path("runs/align"), help="Checkpoint + log folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue from run-dir's checkpoint."),
     model: str = typer.Option("nano", help="'nano' (random tower) or a checkpoint folder."),
+    start_from: str = typer.Option(
+        None,
+        help="nano: start the tower from these vision weights instead of random ('shipped': "
+        "the package's eye), e.g. to train its LM stage longer with --classify-steps 0 "
+        "--embed-steps 0.",
+    ),
     image_size: int = typer.Option(112, help="Photo size in px (longest side)."),
     threads: int = typer.Option(2, help="torch CPU threads."),
 ) -> None:
@@ -450,9 +456,16 @@ def train_align_command(
         if model == "nano":
             from mmsr.models.nano import load_nano
 
-            nano, processor = load_nano(console=console, vision_weights=None)
+            start = None
+            if start_from is not None:
+                start = NANO_VISION_ASSET if start_from == "shipped" else Path(start_from)
+                if not start.is_file():
+                    raise FileNotFoundError(f"--start-from: no vision weights at {start}")
+            nano, processor = load_nano(console=console, vision_weights=start)
             policy = Policy(model=nano, processor=processor, name="nano")
         else:
+            if start_from is not None:
+                raise ValueError("--start-from applies to --model nano only")
             from mmsr.models.loading import load_policy
 
             policy = load_policy(model, device="cpu", console=console)

@@ -196,3 +196,18 @@ def test_shipped_eye_knows_familiar_flags_only(nano_policy):
     unfamiliar = score_eye(nano_policy, world, familiar=False, seed=123, max_entities=16)
     assert familiar.accuracy >= 0.4, familiar.examples
     assert unfamiliar.accuracy <= 0.1, unfamiliar.examples
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--start-from", "no/such/eye.safetensors"], "no vision weights at no/such"),
+        (["--model", "some/checkpoint", "--start-from", "shipped"], "--model nano only"),
+    ],
+)
+def test_cli_align_start_from_is_checked(tmp_path, extra, message):
+    from mmsr.cli import app
+
+    args = ["train", "align", "--steps", "1", "--run-dir", str(tmp_path), *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and message in result.output
