@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mmsr.cli import app
-from mmsr.demo import DemoConfig, _check_eye, clear_stages, grpo_config, sft_config
+from mmsr.demo import DemoConfig, check_eye, clear_stages, grpo_config, sft_config
 from mmsr.train.config import GRPOConfig, SFTConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -82,14 +82,14 @@ def test_missing_eye_is_one_line_and_not_an_error(monkeypatch, tmp_path):
 
     monkeypatch.setattr(vision_weights, "NANO_VISION_ASSET", tmp_path / "nano_vision.safetensors")
     console = Console(record=True, width=400)
-    assert _check_eye(DemoConfig(), console) is None
+    assert check_eye(DemoConfig(), console) is None
     text = console.export_text()
     assert len(text.strip().splitlines()) == 1
     assert "missing" in text and "mmsr train align --ship" in text
 
     (tmp_path / "nano_vision.safetensors").write_bytes(b"weights")
     console = Console(record=True, width=400)
-    assert _check_eye(DemoConfig(), console) is not None
+    assert check_eye(DemoConfig(), console) is not None
     assert "shipped eye" in console.export_text()
 
 

@@ -28,18 +28,26 @@ trained searcher: expect the two evaluations to differ by a question or two at m
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from mmsr.stages import (
+    StageClock,
+    begin,
+    duration,
+    file_digest,
+    finish,
+    open_run,
+    remove,
+    require_positive,
+    reuse,
+)
 
 STAGE_FOLDERS = ("sft", "eval-sft", "grpo", "eval-grpo")
 SUMMARY_FILE = "summary.json"
@@ -82,107 +90,23 @@ class DemoConfig:
     """Delete the stage folders under `out` first (otherwise finished stages are reused)."""
 
     def __post_init__(self) -> None:
-        for name in ("sft_steps", "sft_trajectories", "grpo_steps", "prompts_per_step",
-                     "group_size", "eval_questions", "max_new_tokens"):  # fmt: skip
-            if getattr(self, name) < 1:
-                option = "--" + name.replace("_", "-")
-                raise ValueError(f"{option} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass
-class StageTime:
-    name: str
-    seconds: float  # wall time
-    cpu_seconds: float  # this process's CPU time: below `seconds` x threads when the
-    # machine is shared, so both are shown
-    status: str  # "ran" | "reused"
-
-
-@dataclass
-class _Stages:
-    """Prints each stage as a rule, then its wall time; keeps the times for the summary."""
-
-    console: Console
-    times: list[StageTime] = field(default_factory=list)
-
-    @contextmanager
-    def stage(self, number: int, title: str) -> Iterator[dict[str, str]]:
-        self.console.rule(f"[bold]{number}. {title}")
-        started, cpu_started = time.perf_counter(), time.process_time()
-        state = {"status": "ran"}
-        yield state
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
-        self.times.append(StageTime(title, seconds, cpu, state["status"]))
-        note = "" if state["status"] == "ran" else f", {state['status']}"
-        self.console.print(
-            f"[dim]{number}. {title}: {_duration(seconds)} (CPU {_duration(cpu)}{note})[/]"
-        )
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
-
-
-# ------------------------------------------------------------------------- stage records
-def _params_key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
-
-
-def _reusable(folder: Path, params: dict[str, Any]) -> dict[str, Any] | None:
-    """The `done.json` of a finished stage that ran under exactly `params`, else None."""
-    done = folder / "done.json"
-    if not done.is_file():
-        return None
-    try:
-        record = json.loads(done.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-    return record if _params_key(record.get("params", {})) == _params_key(params) else None
-
-
-def _begin(folder: Path, params: dict[str, Any], console: Console) -> None:
-    """Start (or resume) a stage: a folder left by other options is cleared first, so
-    that checkpoints of another recipe are never resumed."""
-    marker = folder / "params.json"
-    if marker.is_file() and marker.read_text(encoding="utf-8") != _params_key(params):
-        console.print(f"[yellow]{folder} was made with other options: starting it over[/]")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(_params_key(params), encoding="utf-8")
-    (folder / "done.json").unlink(missing_ok=True)
-
-
-def _finish(folder: Path, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    record = {"params": params, **result}
-    (folder / "done.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    return record
-
-
-def clear_stages(out: Path) -> None:
-    """Delete what the demo wrote under `out` (its stage folders and summary), nothing else."""
-    for name in STAGE_FOLDERS:
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
-    (out / SUMMARY_FILE).unlink(missing_ok=True)
-
-
-def _file_digest(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        require_positive(self, ("sft_steps", "sft_trajectories", "grpo_steps",
+                                "prompts_per_step", "group_size", "eval_questions",
+                                "max_new_tokens"))  # fmt: skip
 
 
 # ------------------------------------------------------------------------- the demo
+def clear_stages(out: Path) -> None:
+    """Delete what the demo wrote under `out` (its stage folders and summary), nothing else."""
+    remove(out, (*STAGE_FOLDERS, SUMMARY_FILE))
+
+
 def run_demo(config: DemoConfig | None = None, console: Console | None = None) -> dict[str, Any]:
     """Run (or resume) the demo; returns the summary (also written to `out/summary.json`)."""
     config = config or DemoConfig()
     console = console or Console()
-    out = Path(config.out)
-    if config.fresh:
-        clear_stages(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stages = _Stages(console)
+    out = open_run(Path(config.out), config.fresh, (*STAGE_FOLDERS, SUMMARY_FILE))
+    stages = StageClock(console)
     started = time.perf_counter()
     console.print(
         f"mmsr demo: world -> eye -> search -> SFT ({config.sft_steps} steps) -> eval -> "
@@ -191,33 +115,36 @@ def run_demo(config: DemoConfig | None = None, console: Console | None = None) -
     )
 
     with stages.stage(1, "The offline world"):
-        _show_world(console)
+        show_world(console)
     with stages.stage(2, "The eye (nano's vision tower)"):
-        eye = _check_eye(config, console)
+        eye = check_eye(config, console)
     with stages.stage(3, "Search tools"):
-        tools = _build_tools(config, console)
+        tools = build_tools(config.search_config, console)
     try:
         sft_params = {"policy": config.policy, "eye": eye, "steps": config.sft_steps,
                       "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
                       "search": config.search_config, "seed": config.seed}  # fmt: skip
         with stages.stage(4, "SFT warm-start (the tag format)") as state:
-            sft = _sft_stage(config, sft_params, tools, console, state)
+            sft = sft_stage(config, out / "sft", sft_params, tools, console, state)
         eval_params = {"data": config.eval_data, "n": config.eval_questions,
                        "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
+        evaluation = EvalSpec(config.eval_data, config.eval_questions, shuffle_seed=config.seed)
         with stages.stage(5, "Evaluate the SFT policy") as state:
-            eval_sft = _eval_stage(
-                config, "eval-sft", sft["model"], {"model": sft_params, **eval_params},
-                tools, console, state,
+            eval_sft = eval_stage(
+                config, out / "eval-sft", sft["model"], {"model": sft_params, **eval_params},
+                evaluation, tools, console, state,
             )  # fmt: skip
         grpo_params = {"start": sft_params, "steps": config.grpo_steps,
                        "prompts": config.prompts_per_step, "group": config.group_size,
                        "max_new_tokens": config.max_new_tokens}  # fmt: skip
         with stages.stage(6, "GRPO (learning when to search)") as state:
-            grpo = _grpo_stage(config, sft["model"], grpo_params, tools, console, state)
+            grpo = grpo_stage(
+                config, out / "grpo", sft["model"], grpo_params, tools, console, state
+            )
         with stages.stage(7, "Evaluate the GRPO policy") as state:
-            eval_grpo = _eval_stage(
-                config, "eval-grpo", grpo["model"], {"model": grpo_params, **eval_params},
-                tools, console, state,
+            eval_grpo = eval_stage(
+                config, out / "eval-grpo", grpo["model"], {"model": grpo_params, **eval_params},
+                evaluation, tools, console, state,
             )  # fmt: skip
     finally:
         if tools is not None:
@@ -240,7 +167,10 @@ def run_demo(config: DemoConfig | None = None, console: Console | None = None) -
 
 
 # ------------------------------------------------------------------------- stages
-def _show_world(console: Console) -> None:
+# Shared with the nano replication (`mmsr.replicate`): `config` is any object with the
+# DemoConfig fields the function reads (policy, sizes, freeze_layers, search_config, seed,
+# device, max_new_tokens).
+def show_world(console: Console) -> None:
     from mmsr.world.info import world_info
 
     info = world_info()
@@ -254,14 +184,14 @@ def _show_world(console: Console) -> None:
     )
 
 
-def _check_eye(config: DemoConfig, console: Console) -> str | None:
+def check_eye(config, console: Console) -> str | None:
     """The digest of the shipped eye when nano will load it, else None (printed either way)."""
     from mmsr.models.vision_weights import NANO_VISION_ASSET
 
     if config.policy != "nano":
         console.print(f"policy {config.policy}: its own vision tower")
         return None
-    digest = _file_digest(NANO_VISION_ASSET)
+    digest = file_digest(NANO_VISION_ASSET)
     if digest is None:
         console.print(
             f"[yellow]No trained eye shipped ({NANO_VISION_ASSET.name} is missing): nano keeps "
@@ -274,15 +204,17 @@ def _check_eye(config: DemoConfig, console: Console) -> str | None:
     return digest
 
 
-def _build_tools(config: DemoConfig, console: Console):
-    if config.search_config == "none":
+def build_tools(search_config: str | None, console: Console):
+    """The search tools of `search_config` (None: the local world backends; 'none': no
+    tools, returns None)."""
+    if search_config == "none":
         console.print("no search tools (search_config 'none'): every search returns an error")
         return None
     from mmsr.search.config import SearchConfig
     from mmsr.search.index_cache import index_dir
     from mmsr.search.tools import make_tools
 
-    search = SearchConfig.load(config.search_config)
+    search = SearchConfig.load(search_config)
     console.print(
         f"image search: {search.image_backend}, text search: {search.text_backend}. "
         "Local indexes are built on first use (`mmsr search index`), with progress bars: "
@@ -292,88 +224,104 @@ def _build_tools(config: DemoConfig, console: Console):
     )
     started = time.perf_counter()
     tools = make_tools(search)
-    console.print(f"search tools ready in {_duration(time.perf_counter() - started)}")
+    console.print(f"search tools ready in {duration(time.perf_counter() - started)}")
     return tools
 
 
-def _load(path: str, config: DemoConfig, console: Console):
+def load(path: str, config, console: Console):
     from mmsr.models.loading import load_policy
 
     return load_policy(path, device=config.device, console=console)
 
 
-def _reuse(
-    folder: Path, params: dict[str, Any], console, state, product: str = "final"
-) -> dict[str, Any] | None:
-    """The finished stage's record (and says so, naming its `product`) when it ran under
-    `params`, else None."""
-    done = _reusable(folder, params)
-    if done is not None:
-        state["status"] = "reused"
-        console.print(f"reusing {folder / product} (finished earlier)")
-    return done
-
-
-def _sft_stage(config, params, tools, console, state) -> dict[str, Any]:
+def sft_stage(
+    config, folder: Path, params, tools, console, state, start: str | None = None
+) -> dict[str, Any]:
+    """SFT from the policy at `start` (default `config.policy`) into `folder` (record:
+    `model` = folder/final)."""
     from mmsr.train.sft import train_sft
 
-    folder = Path(config.out) / "sft"
-    if (done := _reuse(folder, params, console, state)) is not None:
+    if (done := reuse(folder, params, console, state)) is not None:
         return done
-    _begin(folder, params, console)
-    sft = sft_config(config, folder)
-    policy = _load(config.policy, config, console)
+    begin(folder, params, console)
+    start = start or config.policy
+    sft = sft_config(config, folder, start)
+    policy = load(start, config, console)
     train_sft(sft, policy=policy, tools=tools, console=console)
-    return _finish(folder, params, {"model": str(folder / "final")})
+    return finish(folder, params, {"model": str(folder / "final")})
 
 
-def _grpo_stage(config, start: str, params, tools, console, state) -> dict[str, Any]:
+GRPO_STEP_KEYS = ("reward_mean", "acc", "format_rate", "search_ratio", "correct_no_search",
+                  "kl", "step_s")  # fmt: skip
+
+
+def grpo_stage(
+    config, folder: Path, start: str, params, tools, console, state, **recipe
+) -> dict[str, Any]:
+    """GRPO from the policy at `start` into `folder`; `recipe` goes to `grpo_config` (data,
+    search_penalty). Record: `model` = folder/final, `steps` = the per-step metrics."""
     from mmsr.train.loop import train_grpo
     from mmsr.train.metrics import read_metrics
 
-    folder = Path(config.out) / "grpo"
-    if (done := _reuse(folder, params, console, state)) is not None:
+    if (done := reuse(folder, params, console, state)) is not None:
         return done
-    _begin(folder, params, console)
-    grpo = grpo_config(config, start, folder)
-    policy = _load(start, config, console)
+    begin(folder, params, console)
+    grpo = grpo_config(config, start, folder, **recipe)
+    policy = load(start, config, console)
     train_grpo(grpo, policy=policy, tools=tools, console=console)
-    keys = ("reward_mean", "acc", "format_rate", "search_ratio", "kl", "step_s")
     rows = [
-        {k: row.get(k) for k in ("step", *keys)} for row in read_metrics(folder / "metrics.jsonl")
+        {k: row.get(k) for k in ("step", *GRPO_STEP_KEYS)}
+        for row in read_metrics(folder / "metrics.jsonl")
     ]
-    return _finish(folder, params, {"model": str(folder / "final"), "steps": rows})
+    return finish(folder, params, {"model": str(folder / "final"), "steps": rows})
 
 
-def _eval_stage(config, name: str, model: str, params, tools, console, state) -> dict[str, Any]:
+@dataclass
+class EvalSpec:
+    """What an evaluation stage runs: which questions, in which mode."""
+
+    data: str  # world:<split>, or an FVQA .parquet / .jsonl
+    limit: int | None = None  # the first N questions (after the shuffle)
+    shuffle_seed: int | None = None
+    mode: str = "ondemand"
+
+
+EVAL_KEYS = ("acc", "sr", "call_ratio", "image_search_rate", "text_search_rate", "answered",
+             "behaviour", "behaviour_counts", "n")  # fmt: skip
+
+
+def eval_stage(
+    config, folder: Path, model: str, params, spec: EvalSpec, tools, console, state
+) -> dict[str, Any]:
+    """Evaluate the policy at `model` (greedy) into `folder` (reports, viewer); record:
+    `metrics` (the EVAL_KEYS), `outputs` (the files written)."""
     from mmsr.eval.modes import EvalConfig
     from mmsr.eval.run import evaluate, write_run
     from mmsr.eval.samples import load_eval_samples
 
-    folder = Path(config.out) / name
-    if (done := _reuse(folder, params, console, state, "metrics.json")) is not None:
-        _print_eval_line(done["metrics"], console)
+    if (done := reuse(folder, params, console, state, "metrics.json")) is not None:
+        print_eval_line(done["metrics"], console)
         return done
-    _begin(folder, params, console)
-    samples = load_eval_samples(config.eval_data, config.eval_questions, shuffle_seed=config.seed)
+    begin(folder, params, console)
+    samples = load_eval_samples(spec.data, spec.limit, shuffle_seed=spec.shuffle_seed)
     evaluation = EvalConfig(
-        mode="ondemand", max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=8
+        mode=spec.mode, max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=8
     )
-    console.print(f"{len(samples)} questions of {config.eval_data}, on-demand search, greedy")
-    policy = _load(model, config, console)
+    console.print(f"{len(samples)} questions of {spec.data}, {spec.mode} mode, greedy")
+    policy = load(model, config, console)
     run = evaluate(policy, tools, samples, evaluation, console=console)
-    paths = write_run(run, folder, samples, title=f"mmsr demo: {name} on {config.eval_data}")
-    _print_eval_line(run.metrics, console)
-    keep = ("acc", "sr", "image_search_rate", "text_search_rate", "answered", "behaviour",
-            "behaviour_counts", "n")  # fmt: skip
-    metrics = {k: run.metrics.get(k) for k in keep}
+    title = f"{folder.name}: {spec.mode} on {spec.data}"
+    paths = write_run(run, folder, samples, title=title)
+    print_eval_line(run.metrics, console)
+    metrics = {k: run.metrics.get(k) for k in EVAL_KEYS}
     outputs = {k: str(v) for k, v in paths.items()}
-    return _finish(folder, params, {"model": model, "metrics": metrics, "outputs": outputs})
+    return finish(folder, params, {"model": model, "metrics": metrics, "outputs": outputs})
 
 
 # ------------------------------------------------------------------------- the recipes
-def sft_config(config: DemoConfig, folder: Path):
-    """configs/nano_sft_cpu.yaml with the demo's sizes."""
+def sft_config(config: DemoConfig, folder: Path, start: str | None = None):
+    """configs/nano_sft_cpu.yaml with the demo's sizes, starting from the policy at `start`
+    (default `config.policy`)."""
     from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
 
     return SFTConfig(
@@ -384,7 +332,7 @@ def sft_config(config: DemoConfig, folder: Path):
         batch_size=min(8, config.sft_trajectories),
         micro_batch_size=4,
         search_config=config.search_config,
-        model=_model_options(config, config.policy),
+        model=_model_options(config, start or config.policy),
         optim=OptimOptions(
             lr=3e-4, warmup_steps=min(3, config.sft_steps - 1), schedule="cosine", min_lr_ratio=0.1
         ),
@@ -393,16 +341,23 @@ def sft_config(config: DemoConfig, folder: Path):
     )
 
 
-def grpo_config(config: DemoConfig, start: str, folder: Path):
-    """configs/nano_cpu.yaml with the demo's sizes, starting from the policy at `start`."""
+def grpo_config(
+    config: DemoConfig,
+    start: str,
+    folder: Path,
+    data: str = "world:train",
+    search_penalty: float = 0.1,
+):
+    """configs/nano_cpu.yaml with the demo's sizes, starting from the policy at `start`;
+    `data` and `search_penalty` are what the replication's ablations vary."""
     from mmsr.train.config import GRPOConfig, GRPOOptions, OptimOptions, RunOptions
 
     return GRPOConfig(
-        data="world:train",
+        data=data,
         steps=config.grpo_steps,
         prompts_per_step=config.prompts_per_step,
         search_config=config.search_config,
-        reward={"alpha": 0.1, "search_penalty": 0.1},
+        reward={"alpha": 0.1, "search_penalty": search_penalty},
         model=_model_options(config, start),
         optim=OptimOptions(
             lr=1e-5,
@@ -448,7 +403,7 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _print_eval_line(metrics: dict[str, Any], console: Console) -> None:
+def print_eval_line(metrics: dict[str, Any], console: Console) -> None:
     console.print(
         f"accuracy {_pct(metrics.get('acc'))}, search ratio {_pct(metrics.get('sr'))}, "
         f"answered {_pct(metrics.get('answered'))}"
@@ -495,10 +450,10 @@ def _render_summary(summary: dict[str, Any], config: DemoConfig, console: Consol
     for stage in summary["stages"]:
         status = "" if stage["status"] == "ran" else stage["status"]
         times.add_row(
-            stage["name"], _duration(stage["seconds"]), _duration(stage["cpu_seconds"]), status
+            stage["name"], duration(stage["seconds"]), duration(stage["cpu_seconds"]), status
         )
     cpu = sum(stage["cpu_seconds"] for stage in summary["stages"])
-    times.add_row("[bold]total", f"[bold]{_duration(summary['seconds'])}", _duration(cpu), "")
+    times.add_row("[bold]total", f"[bold]{duration(summary['seconds'])}", duration(cpu), "")
     console.print(times)
     outputs = summary["eval_outputs"]["grpo"]
     console.print(

@@ -155,9 +155,7 @@ def run_balance(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Build a search-balanced FVQA parquet from `data`; returns the counts."""
-    from mmsr.data.balance import build_balanced, embed_images, write_decisions
-    from mmsr.data.io import write_samples
-    from mmsr.eval.answerer import EngineAnswerer
+    from mmsr.data.balance import embed_images
     from mmsr.eval.samples import load_eval_samples
     from mmsr.models.loading import load_policy
 
@@ -166,21 +164,47 @@ def run_balance(
         raise ValueError(f"--out {out} must end in .parquet (FVQA layout)")
     samples = load_eval_samples(data, limit)
     base_dir = None if data.startswith("world:") else Path(data).parent
-    samples = [embed_images(s, base_dir) for s in samples]  # a self-contained output
+    # Embedded here, before the model loads, so that a missing image fails at once.
+    samples = [embed_images(s, base_dir) for s in samples]
     policy = load_policy(model, device=device, console=console)
     tools = _tools("rag", search_config, needs_search=balance.rag_k > 0)
     try:
-        answerer = EngineAnswerer(
-            policy, tools, eval_config, temperature=temperature, lenient=lenient
+        counts = balance_to_parquet(
+            samples, policy, tools, out, balance, eval_config, temperature, lenient
         )
-        result = build_balanced(samples, answerer, balance)
     finally:
         tools.close()
+    return {**counts, "model": str(model)}
+
+
+def balance_to_parquet(
+    samples,
+    policy,
+    tools,
+    out: Path,
+    balance,  # mmsr.data.balance.BalanceConfig
+    eval_config: EvalConfig,
+    temperature: float = 1.0,
+    lenient: bool = False,
+    base_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Balance `samples` with `policy` as the preliminary model; writes the FVQA parquet
+    `out` (images embedded) and its `<out>.balance.json` decisions; returns the counts.
+    `base_dir`: where relative image paths of the samples are resolved."""
+    from mmsr.data.balance import build_balanced, embed_images, write_decisions
+    from mmsr.data.io import write_samples
+    from mmsr.eval.answerer import EngineAnswerer
+
+    out = Path(out)
+    samples = [embed_images(s, base_dir) for s in samples]  # a self-contained output
+    answerer = EngineAnswerer(policy, tools, eval_config, temperature=temperature, lenient=lenient)
+    result = build_balanced(samples, answerer, balance)
     if not result.samples:
         raise RuntimeError(
             f"no question survived balancing ({result.counts}); lower --threshold or use --rag-k 0"
         )
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_samples(result.samples, out)
     decisions = out.with_suffix(".balance.json")
     write_decisions(result, decisions)
-    return {**result.counts, "out": str(out), "decisions": str(decisions), "model": str(model)}
+    return {**result.counts, "out": str(out), "decisions": str(decisions)}

@@ -21,12 +21,18 @@ def rollout_metrics(
     mean = sum(scores) / n
     std = math.sqrt(sum((s - mean) ** 2 for s in scores) / n)
     lengths = [t.n_sampled_tokens for t in trajectories]
+    searched = [r["n_image_search"] + r["n_text_search"] > 0 for r in rewards]
     return {
         "reward_mean": mean,
         "reward_std": std,
         "acc": sum(float(r["acc"]) for r in rewards) / n,
         "format_rate": sum(float(r["format"]) for r in rewards) / n,
-        "search_ratio": sum(int(r["n_image_search"] + r["n_text_search"] > 0) for r in rewards) / n,
+        "search_ratio": sum(searched) / n,
+        # The paper's behaviour of interest (Fig. 4): right from its own knowledge, no search.
+        "correct_no_search": sum(
+            float(r["acc"]) >= 1.0 and not s for r, s in zip(rewards, searched, strict=True)
+        )
+        / n,
         "search_ratio_image": sum(int(r["n_image_search"] > 0) for r in rewards) / n,
         "search_ratio_text": sum(int(r["n_text_search"] > 0) for r in rewards) / n,
         "response_length": sum(lengths) / max(len(lengths), 1),

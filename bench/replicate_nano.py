@@ -1,0 +1,64 @@
+"""The nano replication of MMSearch-R1's findings (issue 6): eye, search-balanced train /
+test sets, SFT, GRPO, ablations, evaluation in three modes, results.md with every target's
+verdict and plots. Resumable: rerun the same command to continue; a changed option redoes
+only the stages that depend on it.
+
+    python bench/replicate_nano.py --threads 2           # ~2 h on 2 CPU cores (docs/REPLICATION.md)
+    python bench/replicate_nano.py --quick --out runs/replicate-quick   # every stage, minutes
+    python bench/replicate_nano.py --grpo-steps 32 --device cuda        # a GPU: minutes
+
+The logic lives in `mmsr.replicate`; every option is a `ReplicateConfig` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+from mmsr.replicate import QUICK, ReplicateConfig, run_replication
+from mmsr.replicate.config import field_docs
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ReplicateConfig, int]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    docs = field_docs(ReplicateConfig)
+    hints = typing.get_type_hints(ReplicateConfig)
+    for field in dataclasses.fields(ReplicateConfig):
+        option = "--" + field.name.replace("_", "-")
+        kind = hints[field.name]
+        text = f"{docs.get(field.name, '')} (default {field.default})"
+        if kind is bool:  # --align / --no-align
+            parser.add_argument(
+                option, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
+            continue
+        convert = next(t for t in (int, float, str) if t == kind or t in typing.get_args(kind))
+        parser.add_argument(option, type=convert, default=None, help=text)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"tiny sizes that run every stage in minutes: {QUICK}"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = vars(parser.parse_args(argv))
+    quick, threads = args.pop("quick"), args.pop("threads")
+    values = {**(QUICK if quick else {}), **{k: v for k, v in args.items() if v is not None}}
+    return ReplicateConfig(**values), threads
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config, threads = parse_args(argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    run_replication(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The one config of the nano replication (`bench/replicate_nano.py`).
+
+Default sizes are chosen for about 2 hours on 2 CPU cores with the search indexes already
+built (`mmsr search index`, ~7 min once). Where the time goes, from the demo's measured
+rates (RESULTS.md, "The main job") and the balance runs of "Evaluation (issue 6)":
+
+- balance: the preliminary model answers each pooled question `balance_k` times without
+  search (~2 s a sampled answer on 2 cores), then once in RAG for each search_required
+  one (~4 s): (96 + 64) x 4 x 2 s + ~130 x 4 s ~ 30 min. This is why the pools are
+  seeded subsets of world:train (1,389 questions) and world:test (402);
+- SFT: 10 steps of 8 replayed trajectories, ~6 min;
+- GRPO: 16 steps x 4 questions x 4 rollouts, ~1 min a step: ~16 min a run, three runs
+  (main, no penalty, unbalanced) ~ 48 min;
+- evaluation on the balanced test set (a few dozen questions): 8 runs, ~10 min.
+
+`quick()` gives sizes that run in a few minutes (a wiring check, not a result).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from dataclasses import dataclass
+
+from mmsr.stages import require_positive
+
+
+@dataclass
+class ReplicateConfig:
+    """The nano replication of MMSearch-R1's findings: align, balance, SFT, GRPO, ablations,
+    evaluation in three modes, results."""
+
+    out: str = "runs/replicate-nano"
+    """Run folder: one subfolder per stage, results.md / results.json / plots/."""
+    policy: str = "nano"
+    """'nano' or a local Qwen-VL checkpoint folder (then `align` does not apply)."""
+    align: bool = False
+    """Retrain nano's eye with `mmsr train align` defaults (~65 min on 2 cores) instead of
+    using the shipped one."""
+    train_pool: int = 96
+    """world:train questions (seeded subset) the preliminary model classifies; the
+    balanced and the unbalanced train sets are drawn from them."""
+    test_pool: int = 64
+    """world:test questions (seeded subset) balanced into the test set."""
+    balance_k: int = 4
+    """Sampled answers without search per question (direct mode, T = 1)."""
+    balance_threshold: int = 2
+    """Right at least this many of `balance_k` times: search_free."""
+    balance_rag_k: int = 1
+    """RAG answers per search_required question; dropped when none is right (0: keep all)."""
+    target_ratio: float = 1.0
+    """search_required : search_free after balancing."""
+    balance_lenient: bool = True
+    """Judge an answer without an <answer> tag by its last turn's text: the preliminary
+    model is nano before SFT, which knows facts but not the tag format."""
+    balance_match: str = "subem"
+    """How a preliminary answer is judged right ('em' or 'subem'; subem suits sentences)."""
+    balance_max_new_tokens: int = 32
+    """Tokens per turn of the preliminary model's answers."""
+    sft_steps: int = 10
+    """SFT optimizer steps of 8 trajectories (the demo's recipe)."""
+    sft_trajectories: int = 64
+    """World-synthesised SFT trajectories (random plans over world:train, as in the demo)."""
+    grpo_steps: int = 16
+    """GRPO steps of every run (main and ablations)."""
+    prompts_per_step: int = 4
+    """GRPO questions per step."""
+    group_size: int = 4
+    """GRPO trajectories per question."""
+    search_penalty: float = 0.1
+    """The main run's search penalty (the no-penalty ablation uses 0)."""
+    max_new_tokens: int = 96
+    """Tokens per model turn in GRPO rollouts and evaluations."""
+    freeze_layers: int = 22
+    """Lowest decoder layers kept frozen in SFT and GRPO (nano has 30)."""
+    ablations: bool = True
+    """Also run the ablations: GRPO without search penalty, GRPO on unbalanced data."""
+    search_config: str | None = None
+    """Search config YAML (None: the local world backends; 'none': no tools)."""
+    seed: int = 0
+    """Seed of the pools, balancing, SFT scripts, data order and rollouts."""
+    device: str | None = None
+    """'cpu', 'cuda', ...; None: the GPU when there is one."""
+    fresh: bool = False
+    """Delete the replication's stage folders under `out` first."""
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("train_pool", "test_pool", "balance_k", "balance_threshold",
+                                "balance_max_new_tokens", "sft_steps", "sft_trajectories",
+                                "grpo_steps", "prompts_per_step", "group_size",
+                                "max_new_tokens"))  # fmt: skip
+        if self.balance_threshold > self.balance_k:
+            raise ValueError(
+                f"--balance-threshold {self.balance_threshold} must be <= --balance-k "
+                f"{self.balance_k}"
+            )
+        if self.balance_rag_k < 0:
+            raise ValueError(f"--balance-rag-k {self.balance_rag_k} must be >= 0")
+        if self.target_ratio <= 0:
+            raise ValueError(f"--target-ratio {self.target_ratio} must be > 0")
+        if not 0 <= self.search_penalty <= 1:
+            raise ValueError(f"--search-penalty {self.search_penalty} must lie in [0, 1]")
+        if self.balance_match not in ("em", "subem"):
+            raise ValueError(f"--balance-match {self.balance_match!r} must be 'em' or 'subem'")
+        if self.align and self.policy != "nano":
+            raise ValueError(f"--align trains nano's eye; --policy {self.policy!r} is not nano")
+
+
+QUICK = {
+    "train_pool": 12, "test_pool": 8, "balance_k": 2, "balance_threshold": 1,
+    "balance_max_new_tokens": 24, "sft_steps": 2, "sft_trajectories": 8, "grpo_steps": 2,
+    "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 48,
+}  # fmt: skip
+"""`--quick`: every stage runs, in minutes; the numbers mean nothing."""
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Each dataclass field's docstring (the string under it), for `--help`."""
+    docs: dict[str, str] = {}
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    for node, after in zip(body, body[1:], strict=False):
+        documented = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,232 @@
+"""The replication's results: the targets (computed from the measured numbers, never
+written by hand), results.json, results.md and the plots.
+
+Targets (issue 6, part 3), all on the balanced test set, greedy:
+
+1. on-demand search beats the RAG workflow: the GRPO model's on-demand accuracy >= its RAG
+   accuracy + 3 points, with a search ratio <= 50% of RAG's;
+2. on-demand search beats answering directly: on-demand accuracy >= direct + 20 points;
+3. training raises the share of questions answered right without search: GRPO on-demand
+   `correct_no_search` > the SFT model's (before -> after RL);
+4. the search penalty curbs searching: the no-penalty ablation's search ratio > the main's;
+5. balanced data curbs searching: the unbalanced ablation's search ratio > the main's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from mmsr.stages import duration
+
+BEHAVIOURS = ("correct_no_search", "correct_search", "wrong_no_search", "wrong_search")
+MODEL_LABELS = {
+    "sft": "SFT only",
+    "main": "GRPO (balanced, penalty)",
+    "no-penalty": "GRPO, no search penalty",
+    "unbalanced": "GRPO, unbalanced data",
+}
+RUN_LABELS = {"grpo-main": "main", "grpo-no-penalty": "no penalty", "grpo-unbalanced": "unbalanced"}
+
+
+def _metric(evals: dict[str, Any], model: str, mode: str, key: str) -> float | None:
+    metrics = evals.get(model, {}).get(mode)
+    if metrics is None:
+        return None
+    if key in BEHAVIOURS:
+        return (metrics.get("behaviour") or {}).get(key)
+    return metrics.get(key)
+
+
+def _target(name: str, rule: str, values: dict[str, float | None], met) -> dict[str, Any]:
+    """`met` computes the verdict from `values`; None when a value is missing."""
+    known = all(v is not None for v in values.values())
+    return {
+        "name": name,
+        "rule": rule,
+        "values": values,
+        "met": bool(met(values)) if known else None,
+    }
+
+
+def compute_targets(evals: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target's values and verdict (met: True / False, None when not measured)."""
+
+    def m(model: str, mode: str, key: str) -> float | None:
+        return _metric(evals, model, mode, key)
+
+    return [
+        _target(
+            "on-demand beats RAG with half the searches",
+            "acc(ondemand) >= acc(rag) + 0.03 and sr(ondemand) <= 0.5 * sr(rag)",
+            {
+                "acc_ondemand": m("main", "ondemand", "acc"),
+                "acc_rag": m("main", "rag", "acc"),
+                "sr_ondemand": m("main", "ondemand", "sr"),
+                "sr_rag": m("main", "rag", "sr"),
+            },
+            lambda v: (
+                v["acc_ondemand"] >= v["acc_rag"] + 0.03 and v["sr_ondemand"] <= 0.5 * v["sr_rag"]
+            ),
+        ),
+        _target(
+            "on-demand beats direct answers",
+            "acc(ondemand) >= acc(direct) + 0.20",
+            {
+                "acc_ondemand": m("main", "ondemand", "acc"),
+                "acc_direct": m("main", "direct", "acc"),
+            },
+            lambda v: v["acc_ondemand"] >= v["acc_direct"] + 0.20,
+        ),
+        _target(
+            "correct-without-search share rises over training",
+            "correct_no_search(GRPO, ondemand) > correct_no_search(SFT, ondemand)",
+            {
+                "after": m("main", "ondemand", "correct_no_search"),
+                "before": m("sft", "ondemand", "correct_no_search"),
+            },
+            lambda v: v["after"] > v["before"],
+        ),
+        _target(
+            "without the search penalty the model searches more",
+            "sr(no-penalty, ondemand) > sr(main, ondemand)",
+            {
+                "sr_no_penalty": m("no-penalty", "ondemand", "sr"),
+                "sr_main": m("main", "ondemand", "sr"),
+            },
+            lambda v: v["sr_no_penalty"] > v["sr_main"],
+        ),
+        _target(
+            "trained on unbalanced data the model searches more",
+            "sr(unbalanced, ondemand) > sr(main, ondemand)",
+            {
+                "sr_unbalanced": m("unbalanced", "ondemand", "sr"),
+                "sr_main": m("main", "ondemand", "sr"),
+            },
+            lambda v: v["sr_unbalanced"] > v["sr_main"],
+        ),
+    ]
+
+
+def write_results(results: dict[str, Any], out: Path, console: Console | None = None) -> None:
+    """Add the targets and plots to `results`; write results.json and results.md."""
+    from mmsr.replicate.plots import write_plots
+
+    console = console or Console()
+    results["targets"] = compute_targets(results["evals"])
+    results["plots"] = {k: str(v) for k, v in write_plots(results, out / "plots").items()}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str), "utf-8")
+    (out / "results.md").write_text(render_markdown(results, out), encoding="utf-8")
+    _print(results, console)
+    console.print(
+        f"results: {out / 'results.md'}, {out / 'results.json'}, plots in {out / 'plots'}"
+    )
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _verdict(met) -> str:
+    return {True: "met", False: "not met", None: "not measured"}[met]
+
+
+def eval_rows(evals: dict[str, Any]) -> list[list[str]]:
+    """One row per (model, mode): acc, SR, call ratio, answered, behaviour shares, n."""
+    rows = []
+    for model, modes in evals.items():
+        for mode, metrics in modes.items():
+            share = metrics.get("behaviour") or {}
+            rows.append([
+                MODEL_LABELS.get(model, model), mode, _pct(metrics.get("acc")),
+                _pct(metrics.get("sr")), _pct(metrics.get("call_ratio")),
+                _pct(metrics.get("answered")), *(_pct(share.get(b)) for b in BEHAVIOURS),
+                str(metrics.get("n", "-")),
+            ])  # fmt: skip
+    return rows
+
+
+EVAL_COLUMNS = ("model", "mode", "acc", "SR", "call ratio", "answered",
+                *(b.replace("_", " ") for b in BEHAVIOURS), "n")  # fmt: skip
+
+
+def render_markdown(results: dict[str, Any], out: Path) -> str:
+    config, balance = results["config"], results["balance"]
+    lines = [
+        "# Nano replication of MMSearch-R1",
+        "",
+        f"Run folder `{results['out']}`; eye: {results['eye']['source']} "
+        f"(sha256 {results['eye']['digest']}); total wall time {duration(results['seconds'])}.",
+        "",
+        "## Targets",
+        "",
+        "| target | rule | values | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in results["targets"]:
+        values = ", ".join(f"{k} {_pct(v)}" for k, v in t["values"].items())
+        lines.append(f"| {t['name']} | `{t['rule']}` | {values} | **{_verdict(t['met'])}** |")
+    lines += ["", "## Evaluation on the balanced test set (greedy)", ""]
+    lines += [_md_row(EVAL_COLUMNS), _md_row(["---"] * len(EVAL_COLUMNS))]
+    lines += [_md_row(row) for row in eval_rows(results["evals"])]
+    lines += ["", "## Data (balanced with nano as the preliminary model)", ""]
+    lines += ["| set | questions in | out | search_free | search_required | dropped unanswerable |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for split, counts in balance.items():
+        c = counts["output_categories"]
+        lines.append(
+            f"| balanced {split} | {counts['input']} | {counts['output']} | {c['search_free']} "
+            f"| {c['search_required']} | {counts['dropped_unanswerable']} |"
+        )
+        if "unbalanced" in counts:
+            u = counts["unbalanced"]
+            mix = u["output_categories"]
+            lines.append(
+                f"| unbalanced {split} | {counts['input']} | {u['output']} | "
+                f"{mix['search_free']} | {mix['search_required']} | - |"
+            )
+    lines += ["", "## GRPO steps (training rollouts, T = 1)", ""]
+    for run, steps in results["grpo_steps"].items():
+        last = steps[-1] if steps else {}
+        lines.append(
+            f"- {RUN_LABELS.get(run, run)}: {len(steps)} steps; last step reward "
+            f"{_num(last.get('reward_mean'))}, acc {_pct(last.get('acc'))}, search ratio "
+            f"{_pct(last.get('search_ratio'))}, correct without search "
+            f"{_pct(last.get('correct_no_search'))}"
+        )
+    lines += ["", "## Plots", ""]
+    for name, path in results.get("plots", {}).items():
+        lines.append(f"![{name}]({Path(path).relative_to(out).as_posix()})")
+    lines += ["", "## Stages", "", "| stage | wall | CPU | |", "| --- | ---: | ---: | --- |"]
+    for s in results["stages"]:
+        status = "" if s["status"] == "ran" else s["status"]
+        lines.append(
+            f"| {s['name']} | {duration(s['seconds'])} | {duration(s['cpu_seconds'])} | {status} |"
+        )
+    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _print(results: dict[str, Any], console: Console) -> None:
+    console.rule("[bold]Results")
+    table = Table(title="balanced test set, greedy")
+    for column in EVAL_COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "mode") else "right")
+    for row in eval_rows(results["evals"]):
+        table.add_row(*row)
+    console.print(table)
+    for t in results["targets"]:
+        values = ", ".join(f"{k} {_pct(v)}" for k, v in t["values"].items())
+        console.print(f"{_verdict(t['met']):>12}  {t['name']} ({values})")

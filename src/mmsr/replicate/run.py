@@ -1,0 +1,265 @@
+"""The replication's stages, in order; each is resumable (`mmsr.stages`).
+
+Dependencies (a stage's params embed those of what it uses, so a changed option redoes
+the stage and everything downstream of it, and nothing else):
+
+    eye ─┬─ balance-test ───────────────────────────────┐
+         ├─ balance-train ─┬─ grpo-main ─────────────────┤
+         │                 ├─ grpo-no-penalty ───────────┼─ eval/<model>-<mode> ─ results
+         │                 └─ grpo-unbalanced ───────────┤
+         └─ sft ───────────┴─ (start of every GRPO run) ─┘
+
+SFT uses world-synthesised trajectories over world:train as the demo does (the SFT code
+synthesises from world splits only), so it does not depend on balancing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mmsr.demo import (
+    EvalSpec,
+    build_tools,
+    check_eye,
+    eval_stage,
+    grpo_stage,
+    load,
+    sft_stage,
+    show_world,
+)
+from mmsr.replicate.config import ReplicateConfig
+from mmsr.stages import StageClock, begin, file_digest, finish, open_run, remove, reuse
+
+RESULTS_FILES = ("results.md", "results.json", "plots")
+STAGE_FOLDERS = ("eye", "balance-test", "balance-train", "sft", "grpo-main",
+                 "grpo-no-penalty", "grpo-unbalanced", "eval")  # fmt: skip
+BALANCED, UNBALANCED = "train.parquet", "unbalanced.parquet"
+
+
+def clear_stages(out: Path) -> None:
+    """Delete what the replication wrote under `out`, nothing else."""
+    remove(out, (*STAGE_FOLDERS, *RESULTS_FILES))
+
+
+def run_replication(
+    config: ReplicateConfig | None = None, console: Console | None = None
+) -> dict[str, Any]:
+    """Run (or resume) every stage, then write results.md, results.json and the plots;
+    returns the results."""
+    from mmsr.replicate.results import write_results
+
+    config = config or ReplicateConfig()
+    console = console or Console()
+    out = open_run(Path(config.out), config.fresh, (*STAGE_FOLDERS, *RESULTS_FILES))
+    clock = StageClock(console)
+    started = time.perf_counter()
+    console.print(
+        f"nano replication in {out}/: eye -> balance -> SFT -> GRPO (main"
+        f"{', no penalty, unbalanced' if config.ablations else ''}) -> evaluation -> results "
+        "(finished stages are reused; --fresh starts over)"
+    )
+    with clock.stage(1, "The offline world"):
+        show_world(console)
+    with clock.stage(2, "The eye") as state:
+        eye = eye_stage(config, out / "eye", console, state)
+    with clock.stage(3, "Search tools"):
+        tools = build_tools(config.search_config, console)
+    try:
+        runs, evals, balance = _train_and_evaluate(config, out, eye, tools, clock, console)
+    finally:
+        if tools is not None:
+            tools.close()
+    results = {
+        "out": str(out),
+        "eye": {k: eye[k] for k in ("policy", "digest", "source")},
+        "balance": balance,
+        "evals": evals,
+        "grpo_steps": {name: run["steps"] for name, run in runs.items()},
+        "stages": [asdict(t) for t in clock.times],
+        "seconds": time.perf_counter() - started,
+        "config": asdict(config),
+    }
+    write_results(results, out, console)
+    return results
+
+
+def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, console):
+    base = eye["policy"]
+    number = 4
+    balance: dict[str, Any] = {}
+    for split in ("test", "train"):
+        title = f"Balance world:{split} (the base policy as the preliminary model)"
+        with clock.stage(number, title) as st:
+            balance[split] = balance_stage(config, split, out / f"balance-{split}", eye, tools,
+                                           console, st)  # fmt: skip
+        number += 1
+    sft_params = {"base": eye["params"], "steps": config.sft_steps,
+                  "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
+                  "search": config.search_config, "seed": config.seed}  # fmt: skip
+    with clock.stage(number, "SFT warm-start (the tag format)") as state:
+        sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base)
+    number += 1
+
+    train = balance["train"]
+    grpo_runs = {"grpo-main": (train["balanced"], config.search_penalty, "balanced")}
+    if config.ablations:
+        grpo_runs["grpo-no-penalty"] = (train["balanced"], 0.0, "balanced")
+        grpo_runs["grpo-unbalanced"] = (train["unbalanced"], config.search_penalty, "unbalanced")
+    runs: dict[str, dict[str, Any]] = {}
+    for name, (data, penalty, kind) in grpo_runs.items():
+        params = {"start": sft_params, "data": train["params"], "set": kind,
+                  "steps": config.grpo_steps, "prompts": config.prompts_per_step,
+                  "group": config.group_size, "max_new_tokens": config.max_new_tokens,
+                  "search_penalty": penalty}  # fmt: skip
+        title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
+        with clock.stage(number, title) as state:
+            runs[name] = {"params": params, **grpo_stage(
+                config, out / name, sft["model"], params, tools, console, state,
+                data=data, search_penalty=penalty,
+            )}  # fmt: skip
+        number += 1
+
+    models = {"sft": (sft["model"], sft_params), **{
+        name.removeprefix("grpo-"): (run["model"], run["params"]) for name, run in runs.items()
+    }}  # fmt: skip
+    test = balance["test"]
+    evals: dict[str, dict[str, Any]] = {}
+    for model, mode in evaluation_plan(config.ablations):
+        path, params = models[model]
+        eval_params = {"model": params, "data": test["params"], "mode": mode,
+                       "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
+        spec = EvalSpec(test["balanced"], mode=mode)
+        with clock.stage(number, f"Evaluate {model}, {mode} mode") as state:
+            done = eval_stage(config, out / "eval" / f"{model}-{mode}", path, eval_params, spec,
+                              tools, console, state)  # fmt: skip
+        evals.setdefault(model, {})[mode] = done["metrics"]
+        number += 1
+    return runs, evals, {split: b["counts"] for split, b in balance.items()}
+
+
+def evaluation_plan(ablations: bool) -> list[tuple[str, str]]:
+    """(model, mode) pairs evaluated on the balanced test set. The SFT model's on-demand run
+    is also the SFT-only ablation."""
+    plan = [(model, mode) for model in ("sft", "main") for mode in ("direct", "rag", "ondemand")]
+    if ablations:
+        plan += [("no-penalty", "ondemand"), ("unbalanced", "ondemand")]
+    return plan
+
+
+# ------------------------------------------------------------------------- eye
+def eye_stage(config: ReplicateConfig, folder: Path, console: Console, state) -> dict[str, Any]:
+    """The policy every later stage starts from: nano with the shipped eye (its digest is
+    recorded), or with an eye retrained here (`--align`), saved as a checkpoint folder."""
+    if not config.align:
+        digest = check_eye(config, console)
+        source = "shipped" if digest else ("own" if config.policy != "nano" else "random")
+        params = {"policy": config.policy, "align": False, "eye": digest}
+        return {"policy": config.policy, "digest": digest, "source": source, "params": params}
+    params = {"policy": "nano", "align": True}
+    if (done := reuse(folder, params, console, state, "policy")) is None:
+        done = _align(folder, params, console)
+    return {**done, "source": "aligned here"}
+
+
+def _align(folder: Path, params: dict[str, Any], console: Console) -> dict[str, Any]:
+    from mmsr.models.nano import load_nano
+    from mmsr.models.policy import Policy
+    from mmsr.train.align import CHECKPOINT_NAME, AlignConfig, train_align
+    from mmsr.train.checkpoint import save_final
+    from mmsr.world.load import load_world
+
+    begin(folder, params, console)
+    weights = folder / "nano_vision.safetensors"
+    run_dir = folder / "align"
+    console.print(f"training the eye with `mmsr train align` defaults into {weights}")
+    model, processor = load_nano(console=console, vision_weights=None)
+    resume = (run_dir / CHECKPOINT_NAME).is_file()
+    policy = Policy(model=model, processor=processor, name="nano")
+    train_align(policy, load_world(), AlignConfig(), run_dir, weights, resume, console)
+    model, processor = load_nano(console=console, vision_weights=weights)
+    save_final(model, processor, folder / "policy")
+    result = {"policy": str(folder / "policy"), "digest": file_digest(weights), "params": params}
+    return finish(folder, params, result)
+
+
+# ------------------------------------------------------------------------- balance
+def balance_stage(
+    config: ReplicateConfig, split: str, folder: Path, eye, tools, console, state
+) -> dict[str, Any]:
+    """Balance a seeded subset of world:<split> with the eye's policy as the preliminary
+    model (FVQA method, `mmsr data balance`); the train split also gets an unbalanced set of
+    the same size drawn from the same subset."""
+    from mmsr.data.balance import BalanceConfig
+    from mmsr.eval.commands import balance_to_parquet
+    from mmsr.eval.modes import EvalConfig
+    from mmsr.eval.samples import load_eval_samples
+
+    pool = config.train_pool if split == "train" else config.test_pool
+    balance = BalanceConfig(k=config.balance_k, threshold=config.balance_threshold,
+                            rag_k=config.balance_rag_k, target_ratio=config.target_ratio,
+                            seed=config.seed, match=config.balance_match)  # fmt: skip
+    params = {"base": eye["params"], "split": split, "pool": pool,
+              "balance": dataclasses.asdict(balance), "lenient": config.balance_lenient,
+              "max_new_tokens": config.balance_max_new_tokens,
+              "search": config.search_config}  # fmt: skip
+    if (done := reuse(folder, params, console, state, BALANCED)) is not None:
+        _print_counts(split, done["counts"], console)
+        return done
+    begin(folder, params, console)
+    samples = load_eval_samples(f"world:{split}", pool, shuffle_seed=config.seed)
+    console.print(
+        f"{len(samples)} world:{split} questions, {config.balance_k} sampled answers each "
+        f"without search, then {config.balance_rag_k} RAG answer(s) per search_required one"
+    )
+    policy = load(eye["policy"], config, console)
+    answer = EvalConfig(max_new_tokens=config.balance_max_new_tokens, seed=config.seed)
+    counts = balance_to_parquet(samples, policy, tools, folder / BALANCED, balance, answer,
+                                lenient=config.balance_lenient)  # fmt: skip
+    result = {"balanced": str(folder / BALANCED), "counts": counts}
+    if split == "train":
+        result["unbalanced"] = str(folder / UNBALANCED)
+        counts["unbalanced"] = write_unbalanced(
+            samples, folder / BALANCED, folder / UNBALANCED, counts["output"], config.seed
+        )
+    _print_counts(split, counts, console)
+    return finish(folder, params, result)
+
+
+def write_unbalanced(samples, balanced: Path, out: Path, n: int, seed: int) -> dict[str, Any]:
+    """`n` of the pooled `samples` drawn at random (seeded) whatever their category: the
+    unbalanced ablation's train set, the same size as the balanced one. Each keeps the
+    category its balancing decision gave it, so the mix can be reported."""
+    from mmsr.data.balance import embed_images
+    from mmsr.data.io import write_samples
+
+    decisions = json.loads(balanced.with_suffix(".balance.json").read_text(encoding="utf-8"))
+    category = {d["sample_id"]: d["category"] for d in decisions["decisions"]}
+    chosen = random.Random(seed).sample(list(samples), min(n, len(samples)))
+    chosen = [dataclasses.replace(embed_images(s), category=category.get(s.id)) for s in chosen]
+    write_samples(chosen, out)
+    mix = {c: sum(s.category == c for s in chosen) for c in ("search_free", "search_required")}
+    return {"output": len(chosen), "output_categories": mix}
+
+
+def _print_counts(split: str, counts: dict[str, Any], console: Console) -> None:
+    categories = counts["output_categories"]
+    line = (
+        f"world:{split} ({counts['input']} questions) -> {counts['output']} balanced "
+        f"({categories['search_free']} search_free : {categories['search_required']} "
+        f"search_required; {counts['dropped_unanswerable']} dropped as unanswerable)"
+    )
+    if "unbalanced" in counts:
+        mix = counts["unbalanced"]["output_categories"]
+        line += (
+            f"; unbalanced set {counts['unbalanced']['output']} "
+            f"({mix['search_free']} : {mix['search_required']})"
+        )
+    console.print(line)

@@ -1,0 +1,137 @@
+"""The nano replication end to end on the tiny model (no search tools, tiny sizes): every
+stage runs and the results files hold every target computed from the metrics; a rerun
+reuses every stage; a changed GRPO option redoes only the GRPO runs and their evaluations;
+--fresh deletes only the replication's own files; the bench entry point's options."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from mmsr.replicate import ReplicateConfig, clear_stages, run_replication
+from mmsr.replicate.results import compute_targets
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "replicate_nano.py"
+
+
+def tiny_config(policy: Path, out: Path, **changes) -> ReplicateConfig:
+    sizes = {
+        "train_pool": 4, "test_pool": 3, "balance_k": 2, "balance_threshold": 1,
+        "balance_rag_k": 0, "balance_max_new_tokens": 4, "sft_steps": 1, "sft_trajectories": 4,
+        "grpo_steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 6,
+        "freeze_layers": 1,
+    }  # fmt: skip
+    return ReplicateConfig(
+        out=str(out), policy=str(policy), search_config="none", **{**sizes, **changes}
+    )
+
+
+def statuses(results) -> dict[str, str]:
+    return {stage["name"]: stage["status"] for stage in results["stages"]}
+
+
+@pytest.mark.slow
+def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_path):
+    out = tmp_path / "rep"
+    console = Console(record=True, width=200)
+    results = run_replication(tiny_config(tiny_qwen_vl_dir, out), console)
+    text = console.export_text()
+    assert "Balance world:test" in text and "GRPO no-penalty" in text and "Results" in text
+    ran = statuses(results)
+    assert set(ran.values()) == {"ran"} and len(ran) == 3 + 2 + 1 + 3 + 8
+    # every model x mode of the plan was evaluated on the balanced test set
+    assert {m: sorted(v) for m, v in results["evals"].items()} == {
+        "sft": ["direct", "ondemand", "rag"], "main": ["direct", "ondemand", "rag"],
+        "no-penalty": ["ondemand"], "unbalanced": ["ondemand"],
+    }  # fmt: skip
+    assert results["evals"]["main"]["rag"]["sr"] == 1.0  # the RAG workflow always searches
+    balance = results["balance"]
+    assert balance["test"]["input"] == 3 and balance["train"]["input"] == 4
+    assert balance["train"]["unbalanced"]["output"] == balance["train"]["output"]
+    assert set(results["grpo_steps"]) == {"grpo-main", "grpo-no-penalty", "grpo-unbalanced"}
+    assert all("correct_no_search" in steps[0] for steps in results["grpo_steps"].values())
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["targets"] == compute_targets(saved["evals"])  # computed, not written
+    assert len(saved["targets"]) == 5 and all(t["met"] is not None for t in saved["targets"])
+    markdown = (out / "results.md").read_text()
+    for target in saved["targets"]:
+        assert target["name"] in markdown
+    for plot in ("grpo_curves", "behaviour", "correct_no_search"):
+        png = Path(saved["plots"][plot])
+        assert png.read_bytes()[:4] == b"\x89PNG" and f"plots/{png.name}" in markdown
+
+    again = run_replication(tiny_config(tiny_qwen_vl_dir, out), Console(quiet=True))
+    checks = ("The offline world", "The eye", "Search tools")  # nothing to reuse: they check
+    reused = [s for name, s in statuses(again).items() if name not in checks]
+    assert reused == ["reused"] * (len(ran) - len(checks))
+    assert again["evals"] == results["evals"]
+
+    # a GRPO option: the balance and SFT stages stay, the GRPO runs and what they feed redo
+    more = statuses(run_replication(tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2),
+                                    Console(quiet=True)))  # fmt: skip
+    redone = {name for name, status in more.items() if status == "ran"}
+    assert {"The offline world", "Search tools"} < redone
+    assert all(more[n] == "reused" for n in more if n.startswith(("Balance", "SFT")))
+    assert all(more[n] == "ran" for n in more if n.startswith("GRPO"))
+    assert all(more[n] == "reused" for n in more if n.startswith("Evaluate sft"))
+    assert all(more[n] == "ran" for n in more if n.startswith(("Evaluate main", "Evaluate no")))
+
+
+def test_targets_come_from_the_numbers():
+    def metrics(acc, sr, free=0.0):
+        return {"acc": acc, "sr": sr, "behaviour": {"correct_no_search": free}}
+
+    evals = {
+        "sft": {"ondemand": metrics(0.30, 0.6, free=0.10)},
+        "main": {"direct": metrics(0.20, 0.0), "rag": metrics(0.40, 1.0),
+                 "ondemand": metrics(0.44, 0.5, free=0.25)},
+        "no-penalty": {"ondemand": metrics(0.45, 0.9)},
+        "unbalanced": {"ondemand": metrics(0.40, 0.4)},
+    }  # fmt: skip
+    verdicts = [t["met"] for t in compute_targets(evals)]
+    assert verdicts == [True, True, True, True, False]
+    evals["main"]["ondemand"]["sr"] = 0.51  # more than half of RAG's searches
+    assert compute_targets(evals)[0]["met"] is False
+    del evals["unbalanced"]  # an ablation that did not run is not measured, not failed
+    assert compute_targets(evals)[4]["met"] is None
+
+
+def test_fresh_deletes_only_what_the_replication_wrote(tmp_path):
+    for name in ("eye", "balance-train", "grpo-main/final", "eval/main-rag", "plots", "mine"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "results.md").write_text("x")
+    (tmp_path / "notes.txt").write_text("keep")
+    clear_stages(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("replicate_nano", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_options_map_to_the_config():
+    bench = load_bench()
+    config, threads = bench.parse_args(["--quick", "--grpo-steps", "3", "--no-ablations",
+                                        "--threads", "1", "--search-penalty", "0.2"])  # fmt: skip
+    assert threads == 1 and config.grpo_steps == 3 and config.ablations is False
+    assert config.search_penalty == 0.2 and config.train_pool == 12  # from --quick
+    default, _ = bench.parse_args([])
+    assert default == ReplicateConfig()
+    assert bench.main(["--balance-threshold", "9"]) == 2  # the error names the option
+
+
+def test_bad_option_is_named():
+    with pytest.raises(ValueError, match="--grpo-steps"):
+        ReplicateConfig(grpo_steps=0)
+    with pytest.raises(ValueError, match="--balance-threshold"):
+        ReplicateConfig(balance_k=2, balance_threshold=3)
+    with pytest.raises(ValueError, match="--align"):
+        ReplicateConfig(policy="some/folder", align=True)
