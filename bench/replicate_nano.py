@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    run_replication(config)
+    try:
+        run_replication(config)
+    except (FileNotFoundError, ValueError) as err:  # bad options or files: no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,8 +5,9 @@ built (`mmsr search index`, ~7 min once). Where the time goes, from the demo's m
 rates (RESULTS.md, "The main job") and the balance runs of "Evaluation (issue 6)":
 
 - balance: the preliminary model answers each pooled question `balance_k` times without
-  search (~2 s a sampled answer on 2 cores), then once in RAG for each search_required
-  one (~4 s): (96 + 64) x 4 x 2 s + ~130 x 4 s ~ 30 min. This is why the pools are
+  search (~2-5 s a sampled answer on 2 cores, measured ~5 s on a busy machine):
+  (96 + 64) x 4 x 2.5 s ~ 27 min (`balance_rag_k` 1 adds one RAG answer per
+  search_required question, ~5 s each). This is why the pools are
   seeded subsets of world:train (1,389 questions) and world:test (402);
 - SFT: 10 steps of 8 replayed trajectories, ~6 min;
 - GRPO: 16 steps x 4 questions x 4 rollouts, ~1 min a step: ~16 min a run, three runs
@@ -47,8 +48,10 @@ class ReplicateConfig:
     """Sampled answers without search per question (direct mode, T = 1)."""
     balance_threshold: int = 2
     """Right at least this many of `balance_k` times: search_free."""
-    balance_rag_k: int = 1
-    """RAG answers per search_required question; dropped when none is right (0: keep all)."""
+    balance_rag_k: int = 0
+    """RAG answers per search_required question; dropped when none is right (0: keep all).
+    0 by default: nano before SFT answers in free sentences and was right in none of 6
+    RAG answers in a smoke run, so dropping would empty the set (the paper uses it)."""
     target_ratio: float = 1.0
     """search_required : search_free after balancing."""
     balance_lenient: bool = True

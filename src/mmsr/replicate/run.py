@@ -221,8 +221,14 @@ def balance_stage(
     )
     policy = load(eye["policy"], config, console)
     answer = EvalConfig(max_new_tokens=config.balance_max_new_tokens, seed=config.seed)
-    counts = balance_to_parquet(samples, policy, tools, folder / BALANCED, balance, answer,
-                                lenient=config.balance_lenient)  # fmt: skip
+    try:
+        counts = balance_to_parquet(samples, policy, tools, folder / BALANCED, balance, answer,
+                                    lenient=config.balance_lenient)  # fmt: skip
+    except RuntimeError as err:  # nothing survived: an options problem, named as ours
+        raise ValueError(
+            f"balancing world:{split}: {err}. Options here: --balance-threshold, "
+            f"--balance-rag-k 0, a larger --{split}-pool"
+        ) from err
     result = {"balanced": str(folder / BALANCED), "counts": counts}
     if split == "train":
         result["unbalanced"] = str(folder / UNBALANCED)
