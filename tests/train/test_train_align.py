@@ -17,6 +17,7 @@ from mmsr.train.align import (
     classify_loss,
     embed_loss,
     freeze_all_but_vision,
+    lm_batch,
     match_embedding_scale,
     merged_tokens,
     name_candidates,
@@ -74,6 +75,35 @@ def test_align_updates_only_the_vision_tower(tiny_policy, tmp_path):
     changed = [k for k in vision_before if not torch.equal(vision_before[k], vision_after[k])]
     assert "model.visual.merger.mlp.2.weight" in changed
     assert not any(p.requires_grad for p in policy.model.parameters())  # left frozen
+
+
+def test_lm_batch_sees_the_positions_generation_uses(tiny_policy):
+    """The LM stage must train under the 3-D M-RoPE positions that generation and the rollout
+    engine use: the prompt's logits from `lm_batch` equal those of the processor's own
+    inputs. (Without the image-token marks the model falls back to 1-D positions; the first
+    shipped eye was trained so and derailed on a third of photos when generating.)"""
+    from mmsr.models.generate import user_message
+    from mmsr.train.align import QUESTION
+
+    model, processor = tiny_policy.model, tiny_policy.processor
+    entity = flag_entities(load_world(), familiar=True)[0]
+    photos = FlagPhotos(load_world(), processor, image_size=TINY_IMAGE)
+    image = photos.image(entity, photo_seed(0, 0, 0))
+    photo = photos.photo(entity, photo_seed(0, 0, 0))
+    text = processor.apply_chat_template(
+        [user_message(QUESTION, n_images=1)], tokenize=False, add_generation_prompt=True
+    )
+    reference = processor(text=[text], images=[image], return_tensors="pt")
+    batch = lm_batch(processor, [photo])
+    n = reference["input_ids"].shape[1]
+    assert torch.equal(batch["input_ids"][:, :n], reference["input_ids"])
+    with torch.no_grad():
+        expected = model(**reference).logits
+        got = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :n]
+        flat = {k: v for k, v in batch.items() if k not in ("labels", "mm_token_type_ids")}
+        one_d = model(**flat).logits[:, :n]
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert not torch.allclose(one_d, expected, atol=1e-4)  # the test can tell them apart
 
 
 def losses_of(loss_fn, optimizer, steps: int = 30) -> list[float]:

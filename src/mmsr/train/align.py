@@ -258,9 +258,14 @@ def lm_batch(processor, photos: list[FlagPhoto]) -> dict[str, torch.Tensor]:
         label_ids[i, : len(lab)] = torch.tensor(lab)
         attention[i, : len(seq)] = 1
     pixels, grids = stack_photos(photos)
+    # Marks the image tokens as the processor does. Without it the model cannot build the
+    # 3-D M-RoPE positions and silently falls back to 1-D ones, so the eye would learn
+    # positions that generation (and the rollout engine) never uses.
+    image_token = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
     return {
         "input_ids": input_ids,
         "attention_mask": attention,
+        "mm_token_type_ids": (input_ids == image_token).long(),
         "labels": label_ids,
         "pixel_values": pixels,
         "image_grid_thw": grids,
