@@ -215,7 +215,7 @@ def test_cli_align_two_steps_end_to_end(tiny_qwen_vl_dir, tiny_policy, tmp_path)
 def test_shipped_eye_knows_familiar_flags_only(nano_policy):
     """The shipped file is a trained eye with a knowledge boundary, not a random tower.
 
-    Guards the asset, not the issue's 90% target: the shipped eye names 67.9% of familiar
+    Guards the asset, not the issue's 90% target: the shipped eye names 88.3% of familiar
     flags and 0% of unfamiliar ones on 240 + 226 fresh photos (RESULTS.md "Nano eye"); a
     random tower names under 3%. 16 photos each keeps this test short, hence the margin.
     """
