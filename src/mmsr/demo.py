@@ -284,6 +284,7 @@ class EvalSpec:
     limit: int | None = None  # the first N questions (after the shuffle)
     shuffle_seed: int | None = None
     mode: str = "ondemand"
+    rag_query: str = "question"  # rag mode: the text query is the question or model-written
 
 
 EVAL_KEYS = ("acc", "sr", "call_ratio", "image_search_rate", "text_search_rate", "answered",
@@ -305,7 +306,11 @@ def eval_stage(
     begin(folder, params, console)
     samples = load_eval_samples(spec.data, spec.limit, shuffle_seed=spec.shuffle_seed)
     evaluation = EvalConfig(
-        mode=spec.mode, max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=8
+        mode=spec.mode,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+        batch_size=8,
+        rag_query=spec.rag_query,
     )
     console.print(f"{len(samples)} questions of {spec.data}, {spec.mode} mode, greedy")
     policy = load(model, config, console)

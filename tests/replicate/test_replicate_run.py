@@ -42,13 +42,15 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     text = console.export_text()
     assert "Balance world:test" in text and "GRPO no-penalty" in text and "Results" in text
     ran = statuses(results)
-    assert set(ran.values()) == {"ran"} and len(ran) == 3 + 2 + 1 + 3 + 8
+    assert set(ran.values()) == {"ran"} and len(ran) == 3 + 2 + 1 + 3 + 10
     # every model x mode of the plan was evaluated on the balanced test set
     assert {m: sorted(v) for m, v in results["evals"].items()} == {
-        "sft": ["direct", "ondemand", "rag"], "main": ["direct", "ondemand", "rag"],
+        "sft": ["direct", "ondemand", "rag", "rag-model"],
+        "main": ["direct", "ondemand", "rag", "rag-model"],
         "no-penalty": ["ondemand"], "unbalanced": ["ondemand"],
     }  # fmt: skip
-    assert results["evals"]["main"]["rag"]["sr"] == 1.0  # the RAG workflow always searches
+    for rag in ("rag", "rag-model"):  # the RAG workflow always searches
+        assert results["evals"]["main"][rag]["sr"] == 1.0
     balance = results["balance"]
     assert balance["test"]["input"] == 3 and balance["train"]["input"] == 4
     assert balance["train"]["unbalanced"]["output"] == balance["train"]["output"]
@@ -97,6 +99,13 @@ def test_targets_come_from_the_numbers():
     assert verdicts == [True, True, True, True, False]
     evals["main"]["ondemand"]["sr"] = 0.51  # more than half of RAG's searches
     assert compute_targets(evals)[0]["met"] is False
+    # a stronger RAG variant (model-written query) is the one to beat
+    evals["main"]["ondemand"]["sr"] = 0.5
+    evals["main"]["rag-model"] = metrics(0.42, 1.0)
+    target = compute_targets(evals)[0]
+    assert target["values"]["acc_rag"] == 0.42 and target["met"] is False
+    evals["main"]["rag-model"] = metrics(0.38, 1.0)
+    assert compute_targets(evals)[0]["values"]["acc_rag"] == 0.40
     del evals["unbalanced"]  # an ablation that did not run is not measured, not failed
     assert compute_targets(evals)[4]["met"] is None
 

@@ -53,21 +53,32 @@ def _target(name: str, rule: str, values: dict[str, float | None], met) -> dict[
     }
 
 
+def strongest_rag(evals: dict[str, Any], model: str) -> str:
+    """The RAG mode ('rag' or 'rag-model') in which `model` is most accurate ('rag' when
+    neither or only it was measured): the baseline to beat is the stronger one."""
+    accs = {mode: _metric(evals, model, mode, "acc") for mode in ("rag", "rag-model")}
+    known = {mode: acc for mode, acc in accs.items() if acc is not None}
+    return max(known, key=lambda mode: (known[mode], mode == "rag")) if known else "rag"
+
+
 def compute_targets(evals: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target's values and verdict (met: True / False, None when not measured)."""
 
     def m(model: str, mode: str, key: str) -> float | None:
         return _metric(evals, model, mode, key)
 
+    rag = strongest_rag(evals, "main")
+
     return [
         _target(
             "on-demand beats RAG with half the searches",
-            "acc(ondemand) >= acc(rag) + 0.03 and sr(ondemand) <= 0.5 * sr(rag)",
+            f"acc(ondemand) >= acc({rag}) + 0.03 and sr(ondemand) <= 0.5 * sr({rag}); "
+            "rag: the more accurate RAG variant",
             {
                 "acc_ondemand": m("main", "ondemand", "acc"),
-                "acc_rag": m("main", "rag", "acc"),
+                "acc_rag": m("main", rag, "acc"),
                 "sr_ondemand": m("main", "ondemand", "sr"),
-                "sr_rag": m("main", "rag", "sr"),
+                "sr_rag": m("main", rag, "sr"),
             },
             lambda v: (
                 v["acc_ondemand"] >= v["acc_rag"] + 0.03 and v["sr_ondemand"] <= 0.5 * v["sr_rag"]

@@ -136,7 +136,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         path, params = models[model]
         eval_params = {"model": params, "data": test["params"], "mode": mode,
                        "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
-        spec = EvalSpec(test["balanced"], mode=mode)
+        spec = eval_spec(test["balanced"], mode)
         with clock.stage(number, f"Evaluate {model}, {mode} mode") as state:
             done = eval_stage(config, out / "eval" / f"{model}-{mode}", path, eval_params, spec,
                               tools, console, state)  # fmt: skip
@@ -145,10 +145,21 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
     return runs, evals, {split: b["counts"] for split, b in balance.items()}
 
 
+# The RAG baseline twice: text query = the question (retrieve-then-read), and written by
+# the model after the image results ("rag-model"); targets compare with the stronger one.
+EVAL_MODES = ("direct", "rag", "rag-model", "ondemand")
+
+
+def eval_spec(data: str, mode: str) -> EvalSpec:
+    if mode == "rag-model":
+        return EvalSpec(data, mode="rag", rag_query="model")
+    return EvalSpec(data, mode=mode)
+
+
 def evaluation_plan(ablations: bool) -> list[tuple[str, str]]:
     """(model, mode) pairs evaluated on the balanced test set. The SFT model's on-demand run
     is also the SFT-only ablation."""
-    plan = [(model, mode) for model in ("sft", "main") for mode in ("direct", "rag", "ondemand")]
+    plan = [(model, mode) for model in ("sft", "main") for mode in EVAL_MODES]
     if ablations:
         plan += [("no-penalty", "ondemand"), ("unbalanced", "ondemand")]
     return plan
