@@ -8,13 +8,14 @@ with the model's true log-probs; every later turn is really sampled.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mmsr.reward import compute_score
 from mmsr.rollout.batch import collate
-from mmsr.rollout.engine import EngineConfig, RolloutEngine
+from mmsr.rollout.engine import FREE_NO_STOP, EngineConfig, RolloutEngine
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.world.load import load_world
 
@@ -164,3 +165,69 @@ def test_length_budget_ends_cleanly(tiny_policy, fakes):
     traj = engine.rollout(_samples(1))[0]
     assert traj.finish_reason == "length"
     assert traj.length <= prompt_length + 30
+
+
+def test_rows_joining_and_leaving_free_slots_keep_exact_logprobs(tiny_policy, fakes):
+    """More trajectories than slots, searches on some rows and slow tools: rows leave,
+    their slots are reused, the window widens and is trimmed, the batch is compacted;
+    every token's log-prob still equals a training forward's, and the trajectories equal
+    those decoded one at a time."""
+    searching = {(0, 0), (1, 1), (2, 0), (2, 1)}
+    forcer = _forcer(tiny_policy, rows=searching)
+    tools = fakes.SlowTools(fakes.make_test_tools(), 0.02)
+    engine = RolloutEngine(tiny_policy, tools, _config(batch_size=4), forcer=forcer)
+    trajectories = engine.rollout(_samples(3), n=2, seed=5)
+    assert engine.stats["rows_placed"] > 0 and engine.stats["compactions"] > 0
+    assert sum(t.n_image_search for t in trajectories) == len(searching)
+    batch = collate(trajectories, pad_id=tiny_policy.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        logp, _ = token_logprobs(tiny_policy.model, batch)
+    mask = batch.loss_mask.bool()
+    assert (logp[mask] - batch.old_logp[mask]).abs().max() <= 1e-3
+    alone = RolloutEngine(tiny_policy, tools, _config(batch_size=1), forcer=forcer)
+    for together, single in zip(trajectories, alone.rollout(_samples(3), n=2, seed=5), strict=True):
+        assert torch.equal(together.input_ids, single.input_ids)
+        assert torch.allclose(together.old_logp, single.old_logp, atol=1e-5)
+
+
+def _draws(engine, logits: torch.Tensor, n: int = 2000) -> torch.Tensor:
+    """`n` tokens drawn by the engine's sampler from `logits` [V], 50 rows a call."""
+    generator = torch.Generator().manual_seed(0)
+    row = SimpleNamespace(group=0, sample_index=0, turn=1, turn_tokens=[], generator=generator)
+    drawn = []
+    for _ in range(n // 50):
+        drawn += [token for token, _ in engine._sample([row] * 50, logits.expand(50, -1))]
+    return torch.tensor(drawn)
+
+
+def test_sampler_draws_from_the_tempered_top_p_distribution(tiny_policy, fakes):
+    def engine(**overrides):
+        return RolloutEngine(tiny_policy, fakes.make_test_tools(), _config(**overrides))
+
+    plain = engine()
+    stop = next(iter(plain.stops))
+    logits = torch.full((tiny_policy.model.get_input_embeddings().num_embeddings,), -1e4)
+    logits[[10, 11, stop]] = torch.log(torch.tensor([0.6, 0.3, 0.1]))
+    logits[12] = 3.0
+    plain.banned = [*plain.banned, 12]  # banned: never drawn, however much mass it has
+    drawn = _draws(plain, logits)
+    shares = torch.tensor([(drawn == token).float().mean() for token in (10, 11, stop)])
+    assert torch.allclose(shares, torch.tensor([0.6, 0.3, 0.1]), atol=0.04), shares
+    row = SimpleNamespace(
+        group=0, sample_index=0, turn=1, turn_tokens=[], generator=torch.Generator()
+    )
+    (token, logp), *_ = plain._sample([row], logits[None])
+    # The recorded log-prob is the untruncated one (banned mass included).
+    assert logp == pytest.approx(float(torch.log_softmax(logits, -1)[token]), abs=1e-6)
+    hot = engine(temperature=3.0)
+    hot.banned = plain.banned
+    hot_shares = (_draws(hot, logits) == stop).float().mean()
+    assert hot_shares > 0.2  # flatter at a higher temperature (0.1 -> ~0.22)
+    for top_p, kept in ((0.5, {10}), (0.8, {10, 11})):
+        nucleus = engine(top_p=top_p)
+        nucleus.banned = plain.banned  # the nucleus of what can be drawn
+        assert set(_draws(nucleus, logits, 500).tolist()) == kept
+    no_stop = RolloutEngine(
+        tiny_policy, fakes.make_test_tools(), _config(), forcer=lambda *_: FREE_NO_STOP
+    )
+    assert stop not in _draws(no_stop, logits, 500).tolist()

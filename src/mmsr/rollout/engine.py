@@ -12,10 +12,12 @@ Design (and where it departs from the official MMSearch-R1 rollout):
   tools of the round one after another, then starts the next round).
 - KV caches persist across turns: a turn only prefills the new observation; images are
   encoded once, when they enter the conversation.
-- Rows of the running batch have different lengths: caches are left-padded when rows
-  join, newly prefilled tokens are right-padded, and the holes are masked out by the
-  2-D attention mask. Positions are passed explicitly (M-RoPE, [3, B, n]), so holes never
-  shift a token's position.
+- Rows of the running batch have different lengths. The running batch's cache has one
+  slot per row; a row that joins has its own keys copied into a free slot (that of a row
+  that left, else a new one), right-aligned with the others, so nothing else is copied;
+  the holes are masked out by the 2-D attention mask, and attention does not care where
+  in its slot a key sits. Newly prefilled tokens are right-padded. Positions are passed
+  explicitly (M-RoPE, [3, B, n]), so holes never shift a token's position.
 - Every token is recorded where it is created: sampled tokens get loss mask 1 and their
   sampling log-prob log_softmax(logits / T); the prompt, observations, role markers and
   an `<|im_end|>` the engine adds after a turn cut off by the token limit get mask 0.
@@ -187,43 +189,81 @@ class _Batch:
         return sum(row is not None for row in self.rows)
 
 
-class _GrowingLayer(DynamicLayer):
-    """A cache layer that appends into spare capacity: HF's `DynamicLayer` re-concatenates
-    the whole cache at every decode step (O(length) copies per token and layer)."""
+class _SlotLayer(DynamicLayer):
+    """One layer's keys/values [slots, heads, columns, d] for rows that join and leave a
+    running batch. The live window is `buffer[:rows, :, start:end]`; storage keeps spare
+    columns (and, in a running batch, spare slots), so a decode step writes one column in
+    place (HF's `DynamicLayer` re-concatenates the whole cache at every step) and a joining
+    row copies only its own keys into a free slot (`_place`), never the whole batch.
+    Storage starts as zeros and only ever holds finite numbers: a masked key still enters
+    attention's matrix products, and 0 * NaN would poison its row."""
+
+    def __init__(self, slots: int = 0) -> None:
+        super().__init__()
+        self.slot_capacity = slots
+        self.rows = self.start = self.end = 0
+        self.key_buffer: torch.Tensor | None = None
+        self.value_buffer: torch.Tensor | None = None
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.rows = key_states.shape[0]
+        self.heads, self.head_dim = key_states.shape[1], key_states.shape[-1]
 
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-            self.length, self.key_buffer, self.value_buffer = 0, None, None
-        end = self.length + key_states.shape[-2]
-        if self.key_buffer is None or end > self.key_buffer.shape[-2]:
-            capacity = end + max(64, end // 2)
-            shape = (*key_states.shape[:-2], capacity, key_states.shape[-1])
-            keys, values = key_states.new_empty(shape), value_states.new_empty(shape)
-            if self.length:
-                keys[..., : self.length, :] = self.key_buffer[..., : self.length, :]
-                values[..., : self.length, :] = self.value_buffer[..., : self.length, :]
-            self.key_buffer, self.value_buffer = keys, values
-        self.key_buffer[..., self.length : end, :] = key_states
-        self.value_buffer[..., self.length : end, :] = value_states
-        self.length = end
-        self.keys = self.key_buffer[..., :end, :]
-        self.values = self.value_buffer[..., :end, :]
+        width = key_states.shape[-2]
+        self.reserve(self.rows, self.end + width)
+        new = slice(self.end, self.end + width)
+        self.key_buffer[: self.rows, :, new] = key_states
+        self.value_buffer[: self.rows, :, new] = value_states
+        self.end += width
+        self.refresh()
         return self.keys, self.values
 
+    def reserve(self, rows: int, end: int) -> None:
+        """Room for `rows` slots and columns up to `end` (a copy of the window only when
+        storage grows; columns grow by half again, so appends are amortised O(1))."""
+        held = self.key_buffer
+        if held is not None and rows <= held.shape[0] and end <= held.shape[2]:
+            return
+        held_rows, held_end = (0, 0) if held is None else (held.shape[0], held.shape[2])
+        slots = max(rows, held_rows, self.slot_capacity)
+        columns = held_end if end <= held_end else end + max(64, end // 2)
+        self.key_buffer = self._regrown(self.key_buffer, slots, columns)
+        self.value_buffer = self._regrown(self.value_buffer, slots, columns)
 
-def _new_cache() -> DynamicCache:
+    def _regrown(self, held: torch.Tensor | None, slots: int, columns: int) -> torch.Tensor:
+        shape = (slots, self.heads, columns, self.head_dim)
+        grown = torch.zeros(shape, dtype=self.keys.dtype, device=self.device)
+        if held is not None:
+            window = slice(self.start, self.end)
+            grown[: self.rows, :, window] = held[: self.rows, :, window]
+        return grown
+
+    def refresh(self) -> None:
+        self.keys = self.key_buffer[: self.rows, :, self.start : self.end]
+        self.values = self.value_buffer[: self.rows, :, self.start : self.end]
+
+
+def _new_cache(slots: int = 0) -> DynamicCache:
+    """An empty cache of `_SlotLayer`s; `slots` reserves rows for a running batch."""
     cache = DynamicCache()
-    cache.layer_class_to_replicate = _GrowingLayer
+    cache.layer_class_to_replicate = lambda: _SlotLayer(slots)
     return cache
+
+
+def _slot_layers(cache: DynamicCache) -> list[_SlotLayer]:
+    return cache.layers
 
 
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _cache_of(tensors: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    cache = _new_cache()
+def _cache_of(tensors: list[tuple[torch.Tensor, torch.Tensor]], slots: int = 0) -> DynamicCache:
+    cache = _new_cache(slots)
     for index, (keys, values) in enumerate(tensors):
         cache.update(keys, values, index)
     return cache
@@ -564,6 +604,7 @@ class RolloutEngine:
     # ----------------------------------------------------------------- the loop
     async def _drive(self, conversations: list[_Conversation]) -> None:
         ready: deque[_Conversation] = deque(conversations)
+        slots = min(self.config.batch_size, len(conversations))
         batch: _Batch | None = None
         tasks: set[asyncio.Task] = set()
 
@@ -587,9 +628,12 @@ class RolloutEngine:
             if ready and room > 0 and join:
                 joining = [ready.popleft() for _ in range(min(room, len(ready)))]
                 with self._timed("prefill_s"):
-                    fresh = self._prefill(joining)
-                with self._timed("merge_s"):
-                    batch = fresh if batch is None else self._merge(batch, fresh)
+                    fresh = self._prefill(joining, reserve_rows=slots if batch is None else 0)
+                if batch is None:
+                    batch = fresh
+                else:
+                    with self._timed("merge_s"):
+                        self._place(batch, fresh)
             if batch is not None:
                 with self._timed("decode_s"):
                     ended = self._decode_step(batch)
@@ -601,9 +645,11 @@ class RolloutEngine:
                         ready.append(conversation)
                 if batch.live == 0:
                     batch = None
-                elif batch.live * 4 <= len(batch.rows) * 3:
+                elif ended:
                     with self._timed("merge_s"):
-                        batch = self._compact(batch)
+                        if batch.live * 4 <= len(batch.rows) * 3 and not ready:
+                            self._compact(batch)
+                        self._trim(batch)
                 await asyncio.sleep(0)  # let finished tool calls hand over their results
             elif tasks and not ready:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -619,8 +665,9 @@ class RolloutEngine:
 
     # ----------------------------------------------------------------- tensors
     @torch.inference_mode()
-    def _prefill(self, rows: list[_Conversation]) -> _Batch:
-        """Feed each row's uncached tokens (prompt or observation) on top of its own cache."""
+    def _prefill(self, rows: list[_Conversation], reserve_rows: int = 0) -> _Batch:
+        """Feed each row's uncached tokens (prompt or observation) on top of its own cache;
+        `reserve_rows` reserves slots when the result becomes the running batch."""
         model = self.model
         device, dtype = self.policy.device, self.policy.dtype
         past_length = max(row.n_cached for row in rows)
@@ -655,7 +702,7 @@ class RolloutEngine:
                 )
             embeds = embeds.masked_scatter(slots.unsqueeze(-1), features)
         past_mask = torch.zeros((size, past_length), dtype=torch.long, device=device)
-        cache = _new_cache()
+        cache = _new_cache(reserve_rows)
         if past_length:
             layers = []
             n_layers = len(next(row.kv for row in rows if row.kv is not None))
@@ -673,7 +720,7 @@ class RolloutEngine:
                 keys = [_left_pad(k, past_length, 2) for k in keys]
                 values = [_left_pad(v, past_length, 2) for v in values]
                 layers.append((torch.cat(keys), torch.cat(values)))
-            cache = _cache_of(layers)
+            cache = _cache_of(layers, reserve_rows)
             for index, row in enumerate(rows):
                 past_mask[index, past_length - row.n_cached :] = 1
         attention_mask = torch.cat([past_mask, new_mask], dim=1)
@@ -702,53 +749,109 @@ class RolloutEngine:
         return keys.shape[0], keys.shape[-1]
 
     @torch.inference_mode()
-    def _merge(self, running: _Batch, fresh: _Batch) -> _Batch:
-        length = max(running.mask.shape[1], fresh.mask.shape[1])
-        layers = []
-        for (k1, v1), (k2, v2) in zip(_layers(running.cache), _layers(fresh.cache), strict=True):
-            layers.append(
-                (
-                    torch.cat([_left_pad(k1, length, 2), _left_pad(k2, length, 2)]),
-                    torch.cat([_left_pad(v1, length, 2), _left_pad(v2, length, 2)]),
-                )
-            )
-        mask = torch.cat([_left_pad(running.mask, length, 1), _left_pad(fresh.mask, length, 1)])
-        logits = torch.cat([running.logits, fresh.logits])
-        return _Batch(running.rows + fresh.rows, _cache_of(layers), mask, logits)
+    def _place(self, running: _Batch, fresh: _Batch) -> None:
+        """Copy each freshly prefilled row's keys into a free slot of the running batch
+        (a slot whose row left, else a new one), right-aligned with the running rows, so
+        that every row's next token goes into the same column. Nothing else moves."""
+        layers = _slot_layers(running.cache)
+        for index, row in enumerate(fresh.rows):
+            valid = fresh.mask[index].bool()
+            count = int(valid.sum())
+            missing = count - running.mask.shape[1]
+            if missing > 0:  # widen the window: free columns on the left first
+                left = min(layers[0].start, missing)
+                for layer in layers:
+                    layer.start -= left
+                    layer.reserve(layer.rows, layer.end + missing - left)
+                    layer.end += missing - left
+                    layer.refresh()
+                running.mask = torch.nn.functional.pad(running.mask, (left, missing - left))
+            slot = next((i for i, held in enumerate(running.rows) if held is None), None)
+            if slot is None:
+                slot = len(running.rows)
+                for layer in layers:
+                    layer.reserve(slot + 1, layer.end)
+                    layer.rows = slot + 1
+                    layer.refresh()
+                running.rows.append(None)
+                running.mask = torch.nn.functional.pad(running.mask, (0, 0, 0, 1))
+                running.logits = torch.nn.functional.pad(running.logits, (0, 0, 0, 1))
+            for layer, (keys, values) in zip(layers, _layers(fresh.cache), strict=True):
+                place = slice(layer.end - count, layer.end)
+                layer.key_buffer[slot, :, place] = keys[index][:, valid]
+                layer.value_buffer[slot, :, place] = values[index][:, valid]
+            running.mask[slot] = 0
+            running.mask[slot, -count:] = 1
+            running.rows[slot] = row
+            running.logits[slot] = fresh.logits[index]
+            self.stats["rows_placed"] = self.stats.get("rows_placed", 0) + 1
 
     @torch.inference_mode()
-    def _compact(self, batch: _Batch) -> _Batch:
+    def _compact(self, batch: _Batch) -> None:
+        """Move the live rows to the first slots and stop decoding the rest."""
         keep = [index for index, row in enumerate(batch.rows) if row is not None]
         index = torch.tensor(keep, device=batch.mask.device)
-        mask = batch.mask[index]
-        # Drop columns no remaining row uses (left padding of rows that left).
-        used = mask.any(dim=0).nonzero()
-        first = int(used[0]) if len(used) else 0
-        layers = [(k[index, :, first:], v[index, :, first:]) for k, v in _layers(batch.cache)]
-        return _Batch(
-            [batch.rows[i] for i in keep], _cache_of(layers), mask[:, first:], batch.logits[index]
-        )
+        self.stats["compactions"] = self.stats.get("compactions", 0) + 1
+        for layer in _slot_layers(batch.cache):
+            if keep != list(range(len(keep))):
+                window = slice(layer.start, layer.end)
+                # Advanced indexing copies the source first, so the overlap is safe.
+                layer.key_buffer[: len(keep), :, window] = layer.key_buffer[index, :, window]
+                layer.value_buffer[: len(keep), :, window] = layer.value_buffer[index, :, window]
+            layer.rows = len(keep)
+            layer.refresh()
+        batch.rows = [batch.rows[i] for i in keep]
+        batch.mask, batch.logits = batch.mask[index], batch.logits[index]
 
-    def _sample(self, row: _Conversation, logits: torch.Tensor) -> tuple[int, float]:
-        """Draw the next token of `row` from `logits` [V]; returns (token, its log-prob)."""
-        scaled = logits / self.config.temperature
-        log_probs = torch.log_softmax(scaled, dim=-1)
-        forced = None
-        if self.forcer is not None:
-            forced = self.forcer(row.group, row.sample_index, row.turn, len(row.turn_tokens))
-        if forced is not None and forced >= 0:
-            return int(forced), float(log_probs[forced])
-        probs = log_probs.exp()
-        probs[self.banned] = 0
-        if forced == FREE_NO_STOP:
-            probs[list(self.stops)] = 0
-        if self.config.top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
-            before = sorted_probs.cumsum(0) - sorted_probs
-            sorted_probs[before >= self.config.top_p] = 0
-            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-        token = int(torch.multinomial(probs, 1, generator=row.generator))
-        return token, float(log_probs[token])
+    @staticmethod
+    def _trim(batch: _Batch) -> None:
+        """Drop window columns on the left that no live row attends to (a view, no copy)."""
+        live = [index for index, row in enumerate(batch.rows) if row is not None]
+        used = batch.mask[live].any(dim=0).nonzero()
+        first = int(used[0]) if len(used) else 0
+        if first:
+            for layer in _slot_layers(batch.cache):
+                layer.start += first
+                layer.refresh()
+            batch.mask = batch.mask[:, first:]
+
+    def _sample(self, rows: list[_Conversation], logits: torch.Tensor) -> list[tuple[int, float]]:
+        """Draw the next token of each row from its `logits` row ([len(rows), V]); returns
+        (token, its log-prob) per row. Free draws are batched (one cumulative sum, one
+        uniform from the row's own generator each: torch.multinomial costs ~1 ms a row)."""
+        log_probs = torch.log_softmax(logits / self.config.temperature, dim=-1)
+        tokens: list[int | None] = [None] * len(rows)
+        free, no_stop = [], []
+        for index, row in enumerate(rows):
+            forced = None
+            if self.forcer is not None:
+                forced = self.forcer(row.group, row.sample_index, row.turn, len(row.turn_tokens))
+            if forced is not None and forced >= 0:
+                tokens[index] = int(forced)
+                continue
+            if forced == FREE_NO_STOP:
+                no_stop.append(len(free))
+            free.append(index)
+        if free:
+            probs = log_probs[free].exp()
+            probs[:, self.banned] = 0
+            if no_stop:
+                probs[torch.tensor(no_stop)[:, None], torch.tensor(list(self.stops))] = 0
+            if self.config.top_p < 1.0:
+                sorted_probs, order = probs.sort(dim=-1, descending=True)
+                before = sorted_probs.cumsum(-1) - sorted_probs
+                # The nucleus of what can be drawn: mass left after the bans.
+                total = sorted_probs.sum(-1, keepdim=True)
+                sorted_probs[before >= self.config.top_p * total] = 0
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+            cdf = probs.cumsum(-1)
+            uniforms = torch.stack([torch.rand((), generator=rows[i].generator) for i in free])
+            picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True)[:, 0]
+            # A draw that rounds up to the total picks the last token with mass, not past it.
+            last = (cdf < cdf[:, -1:]).sum(-1)
+            for index, token in zip(free, torch.minimum(picked, last).tolist(), strict=True):
+                tokens[index] = token
+        return [(token, float(log_probs[i, token])) for i, token in enumerate(tokens)]
 
     @torch.inference_mode()
     def _decode_step(self, batch: _Batch) -> list[_Conversation]:
@@ -760,10 +863,14 @@ class RolloutEngine:
         feed = torch.full((len(batch.rows), 1), self.pad_id, dtype=torch.long)
         feed_mask = torch.zeros((len(batch.rows), 1), dtype=torch.long)
         feed_positions = torch.zeros((3, len(batch.rows), 1), dtype=torch.long)
+        live = [index for index, row in enumerate(batch.rows) if row is not None]
+        rows = [batch.rows[index] for index in live]
+        drawn = dict(zip(live, self._sample(rows, logits[live]), strict=True))
         for index, row in enumerate(batch.rows):
             if row is None:
+                feed_mask[index, 0] = 1  # see below
                 continue
-            token, logp = self._sample(row, logits[index])
+            token, logp = drawn[index]
             row.ids.append(token)
             row.mask.append(1)
             row.logp.append(logp)
@@ -776,6 +883,7 @@ class RolloutEngine:
                 row.kv = [(k[index][:, valid], v[index][:, valid]) for k, v in _layers(batch.cache)]
                 row.n_cached = len(row.ids) - 1
                 batch.rows[index] = None
+                feed_mask[index, 0] = 1  # see below
                 ended.append(row)
                 continue
             feed[index, 0] = token
@@ -786,8 +894,9 @@ class RolloutEngine:
             return ended
         device = batch.mask.device
         batch.mask = torch.cat([batch.mask, feed_mask.to(device)], dim=1)
-        # A row that left feeds a pad with mask 0: it attends to its own past (finite) and
-        # nothing attends to it; the row is dropped at the next compaction.
+        # A free slot (its row left) feeds a pad and attends to it: its own past may be
+        # trimmed away, and a row that attends to nothing would turn NaN. Rows never attend
+        # to other slots, and a row placed in the slot later masks these columns out.
         hidden = self.model.model.language_model(
             inputs_embeds=self.model.get_input_embeddings()(feed.to(device)),
             attention_mask=batch.mask,
