@@ -15,7 +15,7 @@ import torch
 
 from mmsr.reward import compute_score
 from mmsr.rollout.batch import collate
-from mmsr.rollout.engine import FREE_NO_STOP, EngineConfig, RolloutEngine
+from mmsr.rollout.engine import FREE_NO_STOP, EngineConfig, RolloutEngine, _prefill_groups
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.world.load import load_world
 
@@ -231,3 +231,16 @@ def test_sampler_draws_from_the_tempered_top_p_distribution(tiny_policy, fakes):
         tiny_policy, fakes.make_test_tools(), _config(), forcer=lambda *_: FREE_NO_STOP
     )
     assert stop not in _draws(no_stop, logits, 500).tolist()
+
+
+def test_prefill_groups_rows_of_similar_lengths():
+    rows = [
+        SimpleNamespace(ids=[0] * (width + 5), n_cached=5) for width in (700, 20, 310, 720, 300)
+    ]
+    groups = _prefill_groups(rows)
+    assert [[len(row.ids) - row.n_cached for row in group] for group in groups] == [
+        [20],
+        [300, 310],
+        [700, 720],
+    ]
+    assert _prefill_groups(rows, waste=100.0) == [sorted(rows, key=lambda row: len(row.ids))]

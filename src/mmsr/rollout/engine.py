@@ -269,6 +269,23 @@ def _cache_of(tensors: list[tuple[torch.Tensor, torch.Tensor]], slots: int = 0) 
     return cache
 
 
+def _prefill_groups(rows: list[_Conversation], waste: float = 0.2) -> list[list[_Conversation]]:
+    """Split joining rows into prefill batches of similar lengths: a batch pads every row
+    to its longest one (a question's prompt beside five thumbnails' observation), and the
+    padding is computed and thrown away. Each batch pads at most `waste` of its tokens."""
+    groups: list[list[_Conversation]] = []
+    tokens = 0
+    for row in sorted(rows, key=lambda row: len(row.ids) - row.n_cached):
+        width = len(row.ids) - row.n_cached  # the longest so far: rows come sorted
+        if groups and width * (len(groups[-1]) + 1) <= (1 + waste) * (tokens + width):
+            groups[-1].append(row)
+            tokens += width
+        else:
+            groups.append([row])
+            tokens = width
+    return groups
+
+
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     missing = length - tensor.shape[dim]
     if missing <= 0:
@@ -627,13 +644,14 @@ class RolloutEngine:
             )
             if ready and room > 0 and join:
                 joining = [ready.popleft() for _ in range(min(room, len(ready)))]
-                with self._timed("prefill_s"):
-                    fresh = self._prefill(joining, reserve_rows=slots if batch is None else 0)
-                if batch is None:
-                    batch = fresh
-                else:
-                    with self._timed("merge_s"):
-                        self._place(batch, fresh)
+                for group in _prefill_groups(joining):
+                    with self._timed("prefill_s"):
+                        fresh = self._prefill(group, reserve_rows=slots if batch is None else 0)
+                    if batch is None:
+                        batch = fresh
+                    else:
+                        with self._timed("merge_s"):
+                            self._place(batch, fresh)
             if batch is not None:
                 with self._timed("decode_s"):
                     ended = self._decode_step(batch)
