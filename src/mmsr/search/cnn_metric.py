@@ -30,7 +30,7 @@ CROP_PX = 40  # stored crop side: the flag region plus MARGIN on each side
 INPUT_PX = 32  # network input side, sampled from the crop's centre (augmented in training)
 MARGIN = 0.1  # share of the region's side added around it, room for shifted crops
 EMBED_DIM = 64
-CNN_WEIGHT = 0.5  # weight of the CNN's cosine beside the MLP's (chosen on a validation stream)
+CNN_WEIGHT = 1.0  # weight of the CNN's cosine beside the MLP's (chosen on a validation stream)
 
 
 def region_crop(

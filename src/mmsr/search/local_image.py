@@ -128,7 +128,7 @@ class LocalImageBackend:
         pages: list[ThumbnailPage] | None = None,
         *,
         encoder: ImageEncoder | None = None,
-        n_augment: int = 32,
+        n_augment: int = 64,
         project_dim: int = 64,
         metric: str = "auto",
         seed: int = 0,
@@ -161,6 +161,7 @@ class LocalImageBackend:
             n_augment,
             self.metric,
             self.project_dim,
+            CNN_WEIGHT,  # the stored centroids carry it
             seed,
             [p.url for p in self.pages],
             *thumbs,
@@ -187,7 +188,7 @@ class LocalImageBackend:
         return cls(
             pages,
             encoder=make_encoder(spec),
-            n_augment=getattr(config, "image_index_augment", 32),
+            n_augment=getattr(config, "image_index_augment", 64),
             project_dim=getattr(config, "image_project_dim", 64),
             metric=getattr(config, "image_metric", "auto"),
         )
