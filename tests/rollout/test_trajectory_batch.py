@@ -74,3 +74,23 @@ def test_token_logprobs_padding_does_not_change_a_row_and_entropy_is_positive(ti
     assert torch.allclose(both[1, : short.length], alone[0], atol=1e-5)
     assert both[1, short.length :].abs().sum() == 0
     assert (entropy[0, 1:] > 0).all()
+
+
+def test_token_logprobs_where_runs_the_head_on_the_wanted_tokens_only(tiny_policy):
+    batch = collate(
+        [
+            _trajectory(tiny_policy, "a longer question here", ["red", "blue"]),
+            _trajectory(tiny_policy, "q", ["green"]),
+        ],
+        0,
+    )
+    wanted = batch.loss_mask.bool()
+    assert wanted.any() and (~wanted & batch.attention_mask.bool()).any()
+    with torch.no_grad():
+        full, full_entropy = token_logprobs(tiny_policy.model, batch, with_entropy=True)
+        part, part_entropy = token_logprobs(
+            tiny_policy.model, batch, with_entropy=True, where=batch.loss_mask
+        )
+    assert torch.allclose(part[wanted], full[wanted], atol=1e-5)
+    assert torch.allclose(part_entropy[wanted], full_entropy[wanted], atol=1e-5)
+    assert part[~wanted].abs().sum() == 0 and part_entropy[~wanted].abs().sum() == 0

@@ -111,7 +111,7 @@ def reference_logp(model, ref_model, batch: TrajectoryBatch, temperature: float)
         raise ValueError("kl_coef > 0 needs a reference model (or a LoRA model to switch off)")
     off = model.disable_adapter() if ref_model is None else contextlib.nullcontext()
     with torch.no_grad(), off:
-        return token_logprobs(ref_model or model, batch, temperature)[0]
+        return token_logprobs(ref_model or model, batch, temperature, where=batch.loss_mask)[0]
 
 
 def grpo_update(
@@ -153,13 +153,16 @@ def grpo_update(
     if options.recompute_old_logp:
         with torch.no_grad():
             for b in batches:
-                b.old_logp = token_logprobs(model, b, temperature)[0].detach().cpu()
+                logp = token_logprobs(model, b, temperature, where=b.loss_mask)[0]
+                b.old_logp = logp.detach().cpu()
     model.train()
     totals: dict[str, float] = {}
     for _ in range(options.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
         for chunk, batch, ref in zip(chunks, batches, refs, strict=True):
-            logp, entropy = token_logprobs(model, batch, temperature, with_entropy=True)
+            logp, entropy = token_logprobs(
+                model, batch, temperature, with_entropy=True, where=batch.loss_mask
+            )
             loss, stats = policy_loss(
                 logp, batch.old_logp.to(logp.device), advantages[chunk].to(logp.device),
                 batch.loss_mask.to(logp.device), options, n_tokens, n_seqs, ref, entropy,

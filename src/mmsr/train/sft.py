@@ -41,7 +41,7 @@ PLANS = ("answer", "image", "image+text", "text")
 def sft_loss(model, batch, n_tokens: float) -> torch.Tensor:
     """Masked NLL: -sum(log p * loss_mask) / n_tokens, with `n_tokens` the loss tokens of
     the WHOLE optimizer batch (micro-batches then add up to the full-batch loss)."""
-    logp, _ = token_logprobs(model, batch)
+    logp, _ = token_logprobs(model, batch, where=batch.loss_mask)
     mask = batch.loss_mask.to(logp.device).float()
     return -(logp * mask).sum() / max(n_tokens, 1.0)
 
