@@ -218,7 +218,7 @@ def build_tools(search_config: str | None, console: Console):
     console.print(
         f"image search: {search.image_backend}, text search: {search.text_backend}. "
         "Local indexes are built on first use (`mmsr search index`), with progress bars: "
-        "about 7 minutes on 2 cores (the image index renders, encodes and learns its metric "
+        "about 11 minutes on 2 cores (the image index renders, encodes and learns its metric "
         "over every flag; the text index embeds ~8,900 page chunks with MiniLM), then "
         f"loaded from {index_dir()} in seconds."
     )
