@@ -1,18 +1,19 @@
 """The one config of the nano replication (`bench/replicate_nano.py`).
 
 Default sizes are chosen for about 2 hours on 2 CPU cores with the search indexes already
-built (`mmsr search index`, ~7 min once). Where the time goes, from the demo's measured
-rates (RESULTS.md, "The main job") and the balance runs of "Evaluation (issue 6)":
+built (`mmsr search index`, ~11 min once). Where the time goes, measured in the full run of
+2026-12-03 (docs/RESULTS.md, "The nano replication"):
 
 - balance: the preliminary model answers each pooled question `balance_k` times without
-  search (~2-5 s a sampled answer on 2 cores, measured ~5 s on a busy machine):
-  (96 + 64) x 4 x 2.5 s ~ 27 min (`balance_rag_k` 1 adds one RAG answer per
-  search_required question, ~5 s each). This is why the pools are
-  seeded subsets of world:train (1,389 questions) and world:test (402);
-- SFT: 10 steps of 8 replayed trajectories, ~6 min;
-- GRPO: 16 steps x 4 questions x 4 rollouts, ~1 min a step: ~16 min a run, three runs
-  (main, no penalty, unbalanced) ~ 48 min;
-- evaluation on the balanced test set (a few dozen questions): 8 runs, ~10 min.
+  search, batched (~0.45 s a sampled answer on 2 cores): world:test, all 402 questions,
+  12 min; world:train, 512 of its 1,389, 16.5 min (`balance_rag_k` 1 would add one RAG
+  answer per search_required question). Nano knows few answers (~4% of the questions are
+  search_free), so the pools must be large for a balanced set of a few dozen;
+- SFT: 10 steps of 8 replayed trajectories, ~9 min;
+- GRPO: 16 steps x 4 questions x 4 rollouts, ~1.6 min a step: ~26 min a run, three runs
+  (main, no penalty, unbalanced) ~ 78 min;
+- evaluation on the balanced test set (28 questions): 10 runs, ~10 min (RAG modes ~2 min
+  each, the others ~20 s).
 
 `quick()` gives sizes that run in a few minutes (a wiring check, not a result).
 """
@@ -39,10 +40,10 @@ class ReplicateConfig:
     align: bool = False
     """Retrain nano's eye with `mmsr train align` defaults (~65 min on 2 cores) instead of
     using the shipped one."""
-    train_pool: int = 96
+    train_pool: int = 512
     """world:train questions (seeded subset) the preliminary model classifies; the
     balanced and the unbalanced train sets are drawn from them."""
-    test_pool: int = 64
+    test_pool: int = 402
     """world:test questions (seeded subset) balanced into the test set."""
     balance_k: int = 4
     """Sampled answers without search per question (direct mode, T = 1)."""

@@ -10,6 +10,9 @@ Targets (issue 6, part 3), all on the balanced test set, greedy:
    `correct_no_search` > the SFT model's (before -> after RL);
 4. the search penalty curbs searching: the no-penalty ablation's search ratio > the main's;
 5. balanced data curbs searching: the unbalanced ablation's search ratio > the main's.
+
+Targets 1 and 2 are *vacuous* (no verdict) when their baseline answered fewer than half
+of the questions: then any model that answers at all beats it, which shows nothing.
 """
 
 from __future__ import annotations
@@ -42,15 +45,30 @@ def _metric(evals: dict[str, Any], model: str, mode: str, key: str) -> float | N
     return metrics.get(key)
 
 
-def _target(name: str, rule: str, values: dict[str, float | None], met) -> dict[str, Any]:
-    """`met` computes the verdict from `values`; None when a value is missing."""
+MIN_BASELINE_ANSWERED = 0.5
+"""A baseline that gave an answer to fewer questions than this is no baseline: beating it
+says nothing (nano after a short SFT, handed two searches' results, mostly never answers)."""
+
+
+def _target(
+    name: str, rule: str, values: dict[str, float | None], met, vacuous: str | None = None
+) -> dict[str, Any]:
+    """`met` computes the verdict from `values`; None when a value is missing, or when
+    the comparison is `vacuous` (the reason, shown instead of a verdict)."""
     known = all(v is not None for v in values.values())
-    return {
-        "name": name,
-        "rule": rule,
-        "values": values,
-        "met": bool(met(values)) if known else None,
-    }
+    target = {"name": name, "rule": rule, "values": values}
+    target["met"] = bool(met(values)) if known and not vacuous else None
+    if vacuous and known:
+        target["vacuous"] = vacuous
+    return target
+
+
+def _unanswered(evals: dict[str, Any], model: str, mode: str) -> str | None:
+    """Why `model` in `mode` is no baseline (it answered too few questions), else None."""
+    answered = _metric(evals, model, mode, "answered")
+    if answered is None or answered >= MIN_BASELINE_ANSWERED:
+        return None
+    return f"the {mode} baseline answered {answered:.0%} of the questions (< 50%)"
 
 
 def strongest_rag(evals: dict[str, Any], model: str) -> str:
@@ -83,6 +101,7 @@ def compute_targets(evals: dict[str, Any]) -> list[dict[str, Any]]:
             lambda v: (
                 v["acc_ondemand"] >= v["acc_rag"] + 0.03 and v["sr_ondemand"] <= 0.5 * v["sr_rag"]
             ),
+            _unanswered(evals, "main", rag),
         ),
         _target(
             "on-demand beats direct answers",
@@ -92,6 +111,7 @@ def compute_targets(evals: dict[str, Any]) -> list[dict[str, Any]]:
                 "acc_direct": m("main", "direct", "acc"),
             },
             lambda v: v["acc_ondemand"] >= v["acc_direct"] + 0.20,
+            _unanswered(evals, "main", "direct"),
         ),
         _target(
             "correct-without-search share rises over training",
@@ -142,8 +162,10 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _verdict(met) -> str:
-    return {True: "met", False: "not met", None: "not measured"}[met]
+def _verdict(target: dict[str, Any]) -> str:
+    if target.get("vacuous"):
+        return f"vacuous: {target['vacuous']}"
+    return {True: "met", False: "not met", None: "not measured"}[target["met"]]
 
 
 def eval_rows(evals: dict[str, Any]) -> list[list[str]]:
@@ -180,7 +202,7 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
     ]
     for t in results["targets"]:
         values = ", ".join(f"{k} {_pct(v)}" for k, v in t["values"].items())
-        lines.append(f"| {t['name']} | `{t['rule']}` | {values} | **{_verdict(t['met'])}** |")
+        lines.append(f"| {t['name']} | `{t['rule']}` | {values} | **{_verdict(t)}** |")
     lines += ["", "## Evaluation on the balanced test set (greedy)", ""]
     lines += [_md_row(EVAL_COLUMNS), _md_row(["---"] * len(EVAL_COLUMNS))]
     lines += [_md_row(row) for row in eval_rows(results["evals"])]
@@ -240,4 +262,4 @@ def _print(results: dict[str, Any], console: Console) -> None:
     console.print(table)
     for t in results["targets"]:
         values = ", ".join(f"{k} {_pct(v)}" for k, v in t["values"].items())
-        console.print(f"{_verdict(t['met']):>12}  {t['name']} ({values})")
+        console.print(f"{_verdict(t):>12}  {t['name']} ({values})")
