@@ -246,6 +246,39 @@ class _SlotLayer(DynamicLayer):
         self.keys = self.key_buffer[: self.rows, :, self.start : self.end]
         self.values = self.value_buffer[: self.rows, :, self.start : self.end]
 
+    def widen(self, left: int, right: int) -> None:
+        """Open `left` columns before the window (spare ones: `left <= start`) and
+        `right` after it; every slot masks them out."""
+        self.reserve(self.rows, self.end + right)
+        self.start, self.end = self.start - left, self.end + right
+        self.refresh()
+
+    def drop_left(self, count: int) -> None:
+        """Close the window's first `count` columns (a view, no copy)."""
+        self.start += count
+        self.refresh()
+
+    def resize(self, rows: int) -> None:
+        """Decode `rows` slots (growing storage if needed)."""
+        self.reserve(rows, self.end)
+        self.rows = rows
+        self.refresh()
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Move slots `index` (ascending) to the front and decode only them."""
+        if not torch.equal(index.cpu(), torch.arange(len(index))):  # else already in front
+            window = slice(self.start, self.end)
+            # Advanced indexing copies the source first, so the overlap is safe.
+            self.key_buffer[: len(index), :, window] = self.key_buffer[index, :, window]
+            self.value_buffer[: len(index), :, window] = self.value_buffer[index, :, window]
+        self.resize(len(index))
+
+    def write(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Put one row's keys/values [heads, n, d] at the window's right end of `slot`."""
+        place = slice(self.end - keys.shape[1], self.end)
+        self.key_buffer[slot, :, place] = keys
+        self.value_buffer[slot, :, place] = values
+
 
 def _new_cache(slots: int = 0) -> DynamicCache:
     """An empty cache of `_SlotLayer`s; `slots` reserves rows for a running batch."""
@@ -779,25 +812,18 @@ class RolloutEngine:
             if missing > 0:  # widen the window: free columns on the left first
                 left = min(layers[0].start, missing)
                 for layer in layers:
-                    layer.start -= left
-                    layer.reserve(layer.rows, layer.end + missing - left)
-                    layer.end += missing - left
-                    layer.refresh()
+                    layer.widen(left, missing - left)
                 running.mask = torch.nn.functional.pad(running.mask, (left, missing - left))
             slot = next((i for i, held in enumerate(running.rows) if held is None), None)
             if slot is None:
                 slot = len(running.rows)
                 for layer in layers:
-                    layer.reserve(slot + 1, layer.end)
-                    layer.rows = slot + 1
-                    layer.refresh()
+                    layer.resize(slot + 1)
                 running.rows.append(None)
                 running.mask = torch.nn.functional.pad(running.mask, (0, 0, 0, 1))
                 running.logits = torch.nn.functional.pad(running.logits, (0, 0, 0, 1))
             for layer, (keys, values) in zip(layers, _layers(fresh.cache), strict=True):
-                place = slice(layer.end - count, layer.end)
-                layer.key_buffer[slot, :, place] = keys[index][:, valid]
-                layer.value_buffer[slot, :, place] = values[index][:, valid]
+                layer.write(slot, keys[index][:, valid], values[index][:, valid])
             running.mask[slot] = 0
             running.mask[slot, -count:] = 1
             running.rows[slot] = row
@@ -811,13 +837,7 @@ class RolloutEngine:
         index = torch.tensor(keep, device=batch.mask.device)
         self.stats["compactions"] = self.stats.get("compactions", 0) + 1
         for layer in _slot_layers(batch.cache):
-            if keep != list(range(len(keep))):
-                window = slice(layer.start, layer.end)
-                # Advanced indexing copies the source first, so the overlap is safe.
-                layer.key_buffer[: len(keep), :, window] = layer.key_buffer[index, :, window]
-                layer.value_buffer[: len(keep), :, window] = layer.value_buffer[index, :, window]
-            layer.rows = len(keep)
-            layer.refresh()
+            layer.keep(index)
         batch.rows = [batch.rows[i] for i in keep]
         batch.mask, batch.logits = batch.mask[index], batch.logits[index]
 
@@ -829,8 +849,7 @@ class RolloutEngine:
         first = int(used[0]) if len(used) else 0
         if first:
             for layer in _slot_layers(batch.cache):
-                layer.start += first
-                layer.refresh()
+                layer.drop_left(first)
             batch.mask = batch.mask[:, first:]
 
     def _sample(self, rows: list[_Conversation], logits: torch.Tensor) -> list[tuple[int, float]]:

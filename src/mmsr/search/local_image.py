@@ -36,7 +36,7 @@ from mmsr.search.cnn_metric import (
     load_cnn_metric,
     region_crop,
 )
-from mmsr.search.config import IMAGE_METRICS
+from mmsr.search.config import IMAGE_METRICS, SearchConfig
 from mmsr.search.encoders import ImageEncoder, make_encoder, to_rgb
 from mmsr.search.errors import BadRequest
 from mmsr.search.index_cache import content_key, load_arrays, save_arrays
@@ -128,7 +128,7 @@ class LocalImageBackend:
         pages: list[ThumbnailPage] | None = None,
         *,
         encoder: ImageEncoder | None = None,
-        n_augment: int = 64,
+        n_augment: int = SearchConfig.image_index_augment,
         project_dim: int = 64,
         metric: str = "auto",
         seed: int = 0,
@@ -188,7 +188,7 @@ class LocalImageBackend:
         return cls(
             pages,
             encoder=make_encoder(spec),
-            n_augment=getattr(config, "image_index_augment", 64),
+            n_augment=getattr(config, "image_index_augment", SearchConfig.image_index_augment),
             project_dim=getattr(config, "image_project_dim", 64),
             metric=getattr(config, "image_metric", "auto"),
         )
