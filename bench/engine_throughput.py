@@ -1,6 +1,6 @@
 """Generated tokens/s of the rollout engine vs two baselines, on one workload, in one run.
 
-    python bench/engine_throughput.py --model nano --samples 4 --n 2 --latency-ms 200
+    python bench/engine_throughput.py --samples 4 --n 4 --threads 2 --repeats 2
 
 Designs compared (same policy, prompts, tools, limits and per-turn token schedule):
 - engine: `RolloutEngine` (batched KV-cached decoding; a row leaves the batch when its
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -239,6 +240,9 @@ def round_synchronous(engine: RolloutEngine, schedule, samples, n: int) -> int:
 
 
 # ------------------------------------------------------------------ main
+DESIGNS = ("engine", "round_synchronous", "per_trajectory")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="nano", help='"nano" or a checkpoint folder')
@@ -258,6 +262,9 @@ def main() -> None:
     parser.add_argument(
         "--designs", default="engine,round_synchronous,per_trajectory", help="comma list"
     )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="run every design this many times; medians"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     policy = load_policy(args.model)
@@ -276,36 +283,56 @@ def main() -> None:
         f"{label}, +{args.latency_ms:.0f} ms each; reasoning {args.reason_min}..{args.reason_max} "
         f"tokens per turn"
     )
-    results: dict[str, tuple[int, float]] = {}
-    for design in args.designs.split(","):
-        engine = RolloutEngine(policy, tools, config, forcer=schedule)  # type: ignore[arg-type]
-        started = time.perf_counter()
-        if design == "engine":
-            trajectories = engine.rollout(samples, n=args.n, seed=0)
-            generated = sum(t.n_sampled_tokens for t in trajectories)
-            split = ", ".join(
-                f"{key} {engine.stats.get(key, 0.0):.1f}"
-                for key in ("prefill_s", "decode_s", "merge_s")
+    # Designs interleave within each repeat, so a slow spell of the machine hits all of them.
+    rates: dict[str, list[float]] = {design: [] for design in args.designs.split(",")}
+    if unknown := set(rates) - set(DESIGNS):
+        raise SystemExit(f"--designs: unknown {sorted(unknown)}; choose from {DESIGNS}")
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
+    for repeat in range(args.repeats):
+        for design in rates:
+            generated, seconds = run_design(design, policy, tools, config, schedule, samples, args)
+            rates[design].append(generated / seconds)
+            print(
+                f"[{repeat + 1}/{args.repeats}] {design:>18}: {generated:5d} tokens in "
+                f"{seconds:7.1f} s = {generated / seconds:6.1f} tok/s",
+                flush=True,
             )
-            print(f"{'':>20}engine time: {split}; {engine.stats['decode_steps']} decode steps")
-        elif design == "per_trajectory":
-            generated = per_trajectory(engine, schedule, samples, args.n)
-        elif design == "round_synchronous":
-            generated = round_synchronous(engine, schedule, samples, args.n)
-        else:
-            raise SystemExit(f"--designs: unknown design {design!r}")
-        seconds = time.perf_counter() - started
-        results[design] = (generated, seconds)
-        print(
-            f"{design:>18}: {generated:5d} tokens in {seconds:7.1f} s = "
-            f"{generated / seconds:6.1f} tok/s",
-            flush=True,
-        )
-    if "engine" in results:
-        engine_rate = results["engine"][0] / results["engine"][1]
-        for design, (generated, seconds) in results.items():
+        if "engine" in rates:
+            for design in rates:
+                if design != "engine":
+                    ratio = rates["engine"][-1] / rates[design][-1]
+                    print(f"[{repeat + 1}/{args.repeats}] engine / {design}: {ratio:.2f}x")
+    if "engine" in rates and args.repeats > 1:
+        print(f"medians over {args.repeats} repeats:")
+        for design, values in rates.items():
+            print(f"{design:>18}: {statistics.median(values):6.1f} tok/s")
+        for design in rates:
             if design != "engine":
-                print(f"engine / {design}: {engine_rate / (generated / seconds):.2f}x")
+                ratios = [e / b for e, b in zip(rates["engine"], rates[design], strict=True)]
+                print(
+                    f"engine / {design}: median {statistics.median(ratios):.2f}x "
+                    f"(runs: {', '.join(f'{r:.2f}x' for r in ratios)})"
+                )
+
+
+def run_design(design, policy, tools, config, schedule, samples, args) -> tuple[int, float]:
+    """Generate the workload with one design; returns (tokens generated, seconds)."""
+    engine = RolloutEngine(policy, tools, config, forcer=schedule)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    if design == "engine":
+        trajectories = engine.rollout(samples, n=args.n, seed=0)
+        generated = sum(t.n_sampled_tokens for t in trajectories)
+        keys = ("prefill_s", "decode_s", "merge_s")
+        split = ", ".join(f"{key} {engine.stats.get(key, 0.0):.1f}" for key in keys)
+        print(f"{'':>20}engine time: {split}; {engine.stats['decode_steps']} decode steps")
+    elif design == "per_trajectory":
+        generated = per_trajectory(engine, schedule, samples, args.n)
+    elif design == "round_synchronous":
+        generated = round_synchronous(engine, schedule, samples, args.n)
+    else:
+        raise ValueError(f"unknown design {design!r}")
+    return generated, time.perf_counter() - started
 
 
 if __name__ == "__main__":

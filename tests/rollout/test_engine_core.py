@@ -15,7 +15,13 @@ import torch
 
 from mmsr.reward import compute_score
 from mmsr.rollout.batch import collate
-from mmsr.rollout.engine import FREE_NO_STOP, EngineConfig, RolloutEngine, _prefill_groups
+from mmsr.rollout.engine import (
+    FREE_NO_STOP,
+    EngineConfig,
+    RolloutEngine,
+    _prefill_groups,
+    _shared_prompts,
+)
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.world.load import load_world
 
@@ -244,3 +250,35 @@ def test_prefill_groups_rows_of_similar_lengths():
         [700, 720],
     ]
     assert _prefill_groups(rows, waste=100.0) == [sorted(rows, key=lambda row: len(row.ids))]
+
+
+def test_a_groups_shared_prompt_is_prefilled_once(tiny_policy, fakes):
+    forcer = _forcer(tiny_policy)
+    shared = RolloutEngine(tiny_policy, fakes.make_test_tools(), _config(), forcer=forcer)
+    together = shared.rollout(_samples(2), n=3, seed=5)
+    prompts = [together[0].prompt_length, together[3].prompt_length]
+    # Two copies of each sample's prompt were not computed; every prompt was once.
+    assert shared.stats["prefill_shared_tokens"] == 2 * sum(prompts)
+    alone = RolloutEngine(
+        tiny_policy, fakes.make_test_tools(), _config(batch_size=1), forcer=forcer
+    ).rollout(_samples(2), n=3, seed=5)
+    for first, second in zip(together, alone, strict=True):
+        assert torch.equal(first.input_ids, second.input_ids)
+        assert torch.allclose(first.old_logp, second.old_logp, atol=1e-5)
+
+
+def test_only_identical_fresh_prompts_are_shared():
+    def row(ids, pixels, n_cached=0):
+        return SimpleNamespace(ids=ids, pixel_chunks=[torch.tensor(pixels)], n_cached=n_cached)
+
+    rows = [
+        row([1, 2], [0.5]),
+        row([1, 2], [0.5]),  # a copy of row 0
+        row([1, 2], [0.25]),  # same text, another image
+        row([1, 3], [0.5]),  # another text
+        row([1, 2], [0.5], n_cached=2),  # has a past of its own
+        row([1, 2], [0.25]),  # a copy of row 2
+    ]
+    firsts, source = _shared_prompts(rows)
+    assert firsts == [rows[0], rows[2], rows[3], rows[4]]
+    assert source == [0, 0, 1, 2, 3, 1]

@@ -319,6 +319,32 @@ def _prefill_groups(rows: list[_Conversation], waste: float = 0.2) -> list[list[
     return groups
 
 
+def _shared_prompts(rows: list[_Conversation]) -> tuple[list[_Conversation], list[int]]:
+    """The rows to compute (the first of each run of identical fresh prompts: same ids,
+    same image pixels, nothing cached) and, for every row, the index of the one it copies."""
+    firsts: list[_Conversation] = []
+    source: list[int] = []
+    for row in rows:
+        same = None
+        if row.n_cached == 0:
+            same = next(
+                (
+                    index
+                    for index, first in enumerate(firsts)
+                    if first.n_cached == 0
+                    and first.ids == row.ids
+                    and len(first.pixel_chunks) == len(row.pixel_chunks)
+                    and all(map(torch.equal, first.pixel_chunks, row.pixel_chunks))
+                ),
+                None,
+            )
+        if same is None:
+            firsts.append(row)
+            same = len(firsts) - 1
+        source.append(same)
+    return firsts, source
+
+
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     missing = length - tensor.shape[dim]
     if missing <= 0:
@@ -718,7 +744,26 @@ class RolloutEngine:
     @torch.inference_mode()
     def _prefill(self, rows: list[_Conversation], reserve_rows: int = 0) -> _Batch:
         """Feed each row's uncached tokens (prompt or observation) on top of its own cache;
-        `reserve_rows` reserves slots when the result becomes the running batch."""
+        `reserve_rows` reserves slots when the result becomes the running batch. A GRPO
+        group's n samples start from one prompt: it is computed once and its keys, values
+        and next-token logits are copied to every row that starts from it."""
+        firsts, source = _shared_prompts(rows)
+        if len(firsts) == len(rows):
+            return self._prefill_distinct(rows, reserve_rows)
+        fresh = self._prefill_distinct(firsts)
+        index = torch.tensor(source, device=fresh.mask.device)
+        cache = _cache_of([(k[index], v[index]) for k, v in _layers(fresh.cache)], reserve_rows)
+        for row in rows:
+            if row.n_cached == 0:  # a copy: its first already counted its tokens
+                self.stats["prefill_shared_tokens"] = self.stats.get(
+                    "prefill_shared_tokens", 0
+                ) + len(row.ids)
+                row.n_cached, row.n_encoded_images = len(row.ids), len(row.images)
+        return _Batch(list(rows), cache, fresh.mask[index], fresh.logits[index])
+
+    @torch.inference_mode()
+    def _prefill_distinct(self, rows: list[_Conversation], reserve_rows: int = 0) -> _Batch:
+        """`_prefill` without the sharing: every row is computed."""
         model = self.model
         device, dtype = self.policy.device, self.policy.dtype
         past_length = max(row.n_cached for row in rows)
