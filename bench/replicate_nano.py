@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplicateConfig, int]:
     for field in dataclasses.fields(ReplicateConfig):
         option = "--" + field.name.replace("_", "-")
         kind = hints[field.name]
-        text = f"{docs.get(field.name, '')} (default {field.default})"
+        # argparse expands %-formats in help: a literal "%" in a docstring must be doubled.
+        text = f"{docs.get(field.name, '')} (default {field.default})".replace("%", "%%")
         if kind is bool:  # --align / --no-align
             parser.add_argument(
                 option, action=argparse.BooleanOptionalAction, default=None, help=text

@@ -352,9 +352,11 @@ def grpo_config(
     folder: Path,
     data: str = "world:train",
     search_penalty: float = 0.1,
+    lr: float = 1e-5,
 ):
     """configs/nano_cpu.yaml with the demo's sizes, starting from the policy at `start`;
-    `data` and `search_penalty` are what the replication's ablations vary."""
+    `data` and `search_penalty` are what the replication's ablations vary; the replication
+    sets its own `lr`."""
     from mmsr.train.config import GRPOConfig, GRPOOptions, OptimOptions, RunOptions
 
     return GRPOConfig(
@@ -365,7 +367,7 @@ def grpo_config(
         reward={"alpha": 0.1, "search_penalty": search_penalty},
         model=_model_options(config, start),
         optim=OptimOptions(
-            lr=1e-5,
+            lr=lr,
             warmup_steps=min(2, config.grpo_steps - 1),
             schedule="cosine",
             min_lr_ratio=0.1,

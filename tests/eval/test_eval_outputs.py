@@ -38,8 +38,10 @@ def test_mode_budgets_and_rag_script():
     assert EvalConfig(mode="ondemand", max_text_search=1).limits == SearchLimits(3, 1, 1)
     with pytest.raises(ValueError, match="--mode 'web'"):
         EvalConfig(mode="web")
-    image_turn, text_turn = rag_turns("What is  the capital\nof this country?")
-    assert image_turn[1] and text_turn[1]
+    image_turn, text_turn, answer_turn = rag_turns("What is  the capital\nof this country?")
+    assert image_turn[1] and text_turn[1] and not answer_turn[1]
+    finished = parse_action(answer_turn[0] + "Paris</answer>")
+    assert finished.kind == "answer" and finished.answer == "Paris"
     assert parse_action(image_turn[0]).kind == "image_search"
     second = parse_action(text_turn[0])
     assert second.kind == "text_search"
@@ -59,9 +61,13 @@ def test_rag_forcer_emits_the_turns_then_lets_the_model_answer(tiny_policy):
         while (token := forcer(0, 0, turn, len(emitted))) != end:
             emitted.append(token)
         assert tokenizer.decode(emitted) == expected
-    assert forcer(0, 0, 3, 0) is None  # the answer turn is the model's
+    opening = tokenizer.encode(rag_turns("Capital?")[2][0], add_special_tokens=False)
+    assert [forcer(0, 0, 3, step) for step in range(len(opening))] == opening
+    assert forcer(0, 0, 3, len(opening)) is None  # the answer itself is the model's
     limited = RagForcer(tokenizer, [Sample(id="a", question="Capital?", answer="x")], "question", 5)
-    assert limited(0, 0, 3, 4) is None and limited(0, 0, 3, 5) == end  # the model's budget
+    model_part = len(opening)
+    assert limited(0, 0, 3, model_part + 4) is None  # the model's budget, after the opening
+    assert limited(0, 0, 3, model_part + 5) == end
     model_query = RagForcer(tokenizer, [Sample(id="a", question="q", answer="x")], "model")
     prefix = rag_turns("q", "model")[1][0]
     n = len(tokenizer.encode(prefix, add_special_tokens=False))

@@ -141,6 +141,14 @@ def test_bench_options_map_to_the_config():
     default, _ = bench.parse_args([])
     assert default == ReplicateConfig()
     assert bench.main(["--balance-threshold", "9"]) == 2  # the error names the option
+    assert bench.parse_args(["--grpo-lr", "2e-5"])[0].grpo_lr == 2e-5
+
+
+def test_bench_help_prints_every_option(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        load_bench().parse_args(["--help"])
+    assert stopped.value.code == 0
+    assert "--sft-steps" in capsys.readouterr().out  # docstrings with "%" print too
 
 
 def test_bad_option_is_named():

@@ -6,7 +6,10 @@
 - rag: the paper's RAG workflow. Every question makes exactly one image search on its
   image, then one text search, then the model answers. The two search turns are forced
   token by token through the engine's token forcer (`RagForcer`) and the searches really
-  run; the final answer is the model's. The text query (`rag_query`):
+  run. The workflow, not the model, decides the third turn's action too, so that turn is
+  forced up to `<answer>`; the answer itself is the model's (a small model imitating the
+  forced turns would otherwise write another reasoning and no action: nano after SFT
+  answered 0 of 28 questions that way). The text query (`rag_query`):
     "question": the question itself (the classic retrieve-then-read baseline; default,
                 because it needs nothing from the model and every checkpoint can run it);
     "model":    written by the model after reading the image results (the engine
@@ -32,6 +35,7 @@ from mmsr.rollout.protocol import SearchLimits
 
 RAG_IMAGE_TURN = "<reason>First I search the web for this image.</reason>\n<search><img></search>"
 RAG_TEXT_REASON = "<reason>Now I search the web with text.</reason>\n"
+RAG_ANSWER_OPEN = "<reason>Now I answer from the results.</reason>\n<answer>"
 RAG_QUERIES = ("question", "model")
 GREEDY_TEMPERATURE = 1e-4  # logits / 1e-4: any lead of 0.01 nats wins with odds e^-100
 
@@ -106,10 +110,11 @@ def engine_config(config: EvalConfig, **overrides: Any):
 
 
 def rag_turns(question: str, rag_query: str = "question") -> tuple[tuple[str, bool], ...]:
-    """The forced text of the RAG workflow's first two turns: (text, whole turn?) each.
+    """The forced text of the RAG workflow's three turns: (text, whole turn?) each.
 
     A whole turn is closed by the engine right after its text; with `rag_query="model"`
-    the second turn is only the start of a text search, which the model completes.
+    the second turn is only the start of a text search, which the model completes; the
+    third turn is the start of the answer, which the model completes.
     """
     if rag_query not in RAG_QUERIES:
         raise ValueError(f"--rag-query {rag_query!r} must be one of {RAG_QUERIES}")
@@ -120,12 +125,12 @@ def rag_turns(question: str, rag_query: str = "question") -> tuple[tuple[str, bo
             f"{RAG_TEXT_REASON}<text_search>{' '.join(question.split())}</text_search>",
             True,
         )
-    return ((RAG_IMAGE_TURN, True), text_turn)
+    return ((RAG_IMAGE_TURN, True), text_turn, (RAG_ANSWER_OPEN, False))
 
 
 class RagForcer:
-    """The engine's token forcer for the RAG workflow: turns 1 and 2 emit the forced text
-    token by token (then `<|im_end|>` when the turn is whole); later tokens are the model's.
+    """The engine's token forcer for the RAG workflow: each turn emits its forced text
+    token by token (then `<|im_end|>` when the turn is whole); the rest is the model's.
 
     Forced tokens are recorded with the policy's own log-prob of them, like sampled ones
     (see `mmsr.rollout.engine.TokenForcer`), so RAG trajectories are ordinary trajectories.
@@ -156,7 +161,8 @@ class RagForcer:
 
     def __call__(self, group: int, sample_index: int, turn: int, step: int) -> int | None:
         del sample_index
-        tokens, whole = self.turns[group][turn - 1] if turn <= 2 else ([], False)
+        turns = self.turns[group]
+        tokens, whole = turns[turn - 1] if turn <= len(turns) else ([], False)
         if step < len(tokens):
             return tokens[step]
         if whole:

@@ -35,6 +35,7 @@ from mmsr.demo import (
     sft_stage,
     show_world,
 )
+from mmsr.eval.modes import rag_turns
 from mmsr.replicate.config import ReplicateConfig
 from mmsr.stages import StageClock, begin, file_digest, finish, open_run, remove, reuse
 
@@ -118,12 +119,12 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         params = {"start": sft_params, "data": train["params"], "set": kind,
                   "steps": config.grpo_steps, "prompts": config.prompts_per_step,
                   "group": config.group_size, "max_new_tokens": config.max_new_tokens,
-                  "search_penalty": penalty}  # fmt: skip
+                  "search_penalty": penalty, "lr": config.grpo_lr}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **grpo_stage(
                 config, out / name, sft["model"], params, tools, console, state,
-                data=data, search_penalty=penalty,
+                data=data, search_penalty=penalty, lr=config.grpo_lr,
             )}  # fmt: skip
         number += 1
 
@@ -136,6 +137,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         path, params = models[model]
         eval_params = {"model": params, "data": test["params"], "mode": mode,
                        "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
+        if mode.startswith("rag"):  # the workflow's forced text is part of the result
+            eval_params["rag_turns"] = [text for text, _ in rag_turns("?", "question")]
         spec = eval_spec(test["balanced"], mode)
         with clock.stage(number, f"Evaluate {model}, {mode} mode") as state:
             done = eval_stage(config, out / "eval" / f"{model}-{mode}", path, eval_params, spec,

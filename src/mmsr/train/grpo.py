@@ -15,6 +15,7 @@ from mmsr.rollout.batch import TrajectoryBatch, collate
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.rollout.trajectory import Trajectory
 from mmsr.train.config import GRPOOptions
+from mmsr.train.shared_trunk import SharedTrunk, frozen_trunk_layers
 
 
 def group_advantages(
@@ -137,7 +138,9 @@ def grpo_update(
     weights, KV-cache decode) instead of a separate recompute forward; set
     `recompute_old_logp` for veRL's behaviour; (2) one optimizer step per epoch over the
     whole batch (veRL splits it into ppo_mini_batch_size updates); (3) reference = base
-    weights with LoRA switched off when training LoRA; (4) single process, no FSDP.
+    weights with LoRA switched off when training LoRA, and, with frozen bottom layers, their
+    output is the policy's (computed once, `mmsr.train.shared_trunk`); (4) single process,
+    no FSDP.
 
     CPU:  mmsr train grpo --config configs/nano_cpu.yaml
     GPU:  mmsr train grpo --config configs/qwen2_5_vl_7b_gpu.yaml
@@ -149,7 +152,13 @@ def grpo_update(
     n_tokens = float(sum(t.n_sampled_tokens for t in trajectories))
     n_seqs = float(len(trajectories))
     use_ref = options.kl_coef > 0
-    refs = [reference_logp(model, ref_model, b, temperature) if use_ref else None for b in batches]
+    # The reference shares the policy's frozen bottom layers (see mmsr.train.shared_trunk):
+    # it then runs right after the policy's forward on the same batch, from its hidden states.
+    shared = frozen_trunk_layers(model) if use_ref and ref_model is not None else 0
+    trunk = SharedTrunk(model, ref_model, shared) if shared else None
+    refs: list[torch.Tensor | None] = [None] * len(batches)
+    if use_ref and trunk is None:
+        refs = [reference_logp(model, ref_model, b, temperature) for b in batches]
     if options.recompute_old_logp:
         with torch.no_grad():
             for b in batches:
@@ -159,10 +168,16 @@ def grpo_update(
     totals: dict[str, float] = {}
     for _ in range(options.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for chunk, batch, ref in zip(chunks, batches, refs, strict=True):
-            logp, entropy = token_logprobs(
-                model, batch, temperature, with_entropy=True, where=batch.loss_mask
-            )
+        for index, (chunk, batch) in enumerate(zip(chunks, batches, strict=True)):
+            share = trunk is not None and refs[index] is None
+            with trunk.capture() if share else contextlib.nullcontext():
+                logp, entropy = token_logprobs(
+                    model, batch, temperature, with_entropy=True, where=batch.loss_mask
+                )
+            if share:
+                with trunk.replay():
+                    refs[index] = reference_logp(model, ref_model, batch, temperature)
+            ref = refs[index]
             loss, stats = policy_loss(
                 logp, batch.old_logp.to(logp.device), advantages[chunk].to(logp.device),
                 batch.loss_mask.to(logp.device), options, n_tokens, n_seqs, ref, entropy,
