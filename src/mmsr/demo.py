@@ -120,10 +120,13 @@ def run_demo(config: DemoConfig | None = None, console: Console | None = None) -
         eye = check_eye(config, console)
     with stages.stage(3, "Search tools"):
         tools = build_tools(config.search_config, console)
+    from mmsr.train.sft import WORLD_SCRIPTS_VERSION
+
     try:
         sft_params = {"policy": config.policy, "eye": eye, "steps": config.sft_steps,
                       "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
-                      "search": config.search_config, "seed": config.seed}  # fmt: skip
+                      "search": config.search_config, "seed": config.seed,
+                      "scripts": WORLD_SCRIPTS_VERSION}  # fmt: skip
         with stages.stage(4, "SFT warm-start (the tag format)") as state:
             sft = sft_stage(config, out / "sft", sft_params, tools, console, state)
         eval_params = {"data": config.eval_data, "n": config.eval_questions,

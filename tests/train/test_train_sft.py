@@ -16,9 +16,11 @@ from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
 from mmsr.train.sft import (
     choose_plan,
     plan_turns,
+    quote_evidence,
     read_distillation,
     sft_step,
     train_sft,
+    world_script,
     world_sft_scripts,
 )
 from mmsr.world.load import load_world
@@ -126,3 +128,32 @@ def test_distillation_file_is_read_and_filtered(tmp_path):
     path.write_text('{"question": "Q?"}\n')
     with pytest.raises(ValueError, match=r"trajectories.jsonl:1"):
         read_distillation(path)
+
+
+def test_quote_evidence_finds_the_line_that_states_the_answer():
+    results = (
+        "<information>1. Togo — Overview: Independence: 27 April 1960 (from French-administered"
+        " UN trusteeship). Key facts: - Region: Africa - Continent: Africa - Capital: Lome"
+        " - Languages: French (official, language of commerce), Ewe and Mina (in the south)"
+        "</information>"
+    )
+    assert quote_evidence(results, ["Africa"], "continent") == "Continent: Africa"
+    assert quote_evidence(results, ["Lome"], "capital") == "Capital: Lome"
+    # A long piece is cut after the answer; "French-administered" is not the word French.
+    assert quote_evidence(results, ["French"], "official language") == "Languages: French"
+    assert quote_evidence(results, ["Paris"], "capital") is None
+    assert quote_evidence(results, ["lome"], "capital", limit=5) is None
+
+
+def test_the_answer_turn_after_a_text_search_quotes_its_results(world_samples):
+    from mmsr.rollout.protocol import parse_action
+
+    sample = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    script = world_script("text", sample, "Andorra")
+    first = script(0, [])
+    assert parse_action(first).kind == "text_search"
+    found = f"<information>Key facts: - Capital: {sample.answer} - Population: 1</information>"
+    last = script(1, [found])
+    assert f"The results say: Capital: {sample.answer}." in last
+    assert parse_action(last).answer == sample.answer
+    assert "The results give the capital." in script(1, ["<information>nothing</information>"])

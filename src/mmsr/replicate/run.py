@@ -102,9 +102,12 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
             balance[split] = balance_stage(config, split, out / f"balance-{split}", eye, tools,
                                            console, st)  # fmt: skip
         number += 1
+    from mmsr.train.sft import WORLD_SCRIPTS_VERSION
+
     sft_params = {"base": eye["params"], "steps": config.sft_steps,
                   "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
-                  "search": config.search_config, "seed": config.seed}  # fmt: skip
+                  "search": config.search_config, "seed": config.seed,
+                  "scripts": WORLD_SCRIPTS_VERSION}  # fmt: skip
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base)
     number += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,9 @@ from mmsr.train.metrics import MetricsLogger
 from mmsr.train.optim import build_optimizer, build_scheduler
 
 PLANS = ("answer", "image", "image+text", "text")
+# The world scripts' wording; cached SFT stages (demo, replication) are keyed on it.
+# 2: the answer turn after a text search quotes the evidence (`quote_evidence`).
+WORLD_SCRIPTS_VERSION = 2
 
 
 # ------------------------------------------------------------------------- the loss
@@ -56,8 +60,43 @@ def choose_plan(sample: Sample, rng: random.Random, p_direct: float) -> str:
     return rng.choice(["image+text", "text"])
 
 
-def plan_turns(plan: str, sample: Sample, entity_name: str) -> list[str]:
-    """The assistant turns of `plan` for `sample` (the answer is the gold one)."""
+def quote_evidence(
+    observation: str, golds: Sequence[str], topic: str, limit: int = 90
+) -> str | None:
+    """The piece of a search `observation` that states a gold answer, to quote before
+    answering. The text is cut at line ends, list dashes and sentence ends; a piece that
+    holds a gold (whole words, any case) is kept whole when short, else up to the end of
+    the gold ("Languages: French (official, ...)" -> "Languages: French"). Pieces in a
+    "Label: value" form whose label names the `topic` win, then the shortest. None when
+    no piece holds a gold within `limit` characters (the answer turn then quotes nothing)."""
+    pieces = [p.strip(" .;…") for p in re.split(r"\n| - |(?<=[.;])\s+", observation)]
+    # Whole words: "French" is not in "French-administered".
+    wanted = [
+        re.compile(rf"(?<![\w-]){re.escape(g.strip())}(?![\w-])", re.I) for g in golds if g.strip()
+    ]
+    topic_words = [w for w in topic.lower().split() if len(w) > 2]
+
+    def names_topic(label: str) -> bool:
+        return any(w.startswith(t) or t.startswith(w) for w in label.split() for t in topic_words)
+
+    found = []
+    for piece in pieces:
+        ends = [m.end() for w in wanted if (m := w.search(piece))]
+        if not ends or min(ends) > limit:
+            continue
+        quote = piece if len(piece) <= limit else piece[: min(ends)]
+        label = quote.split(":", 1)[0].lower() if ":" in quote else ""
+        found.append(((not names_topic(label), not label, len(quote)), quote))
+    return min(found)[1] if found else None
+
+
+def plan_turns(
+    plan: str, sample: Sample, entity_name: str, evidence: str | None = None
+) -> list[str]:
+    """The assistant turns of `plan` for `sample` (the answer is the gold one). After a
+    text search the answer turn quotes `evidence` (the result's words that state the
+    answer) when there is one: a small model learns to copy the answer out of the results
+    when its reasoning first copies the line that holds it."""
     answer = f"<answer>{sample.answer}</answer>"
     topic = str(sample.extra.get("qtype", "answer")).replace("_", " ")
     query = f"{entity_name} {topic}"
@@ -69,16 +108,18 @@ def plan_turns(plan: str, sample: Sample, entity_name: str) -> list[str]:
     text = f"<text_search>{query}</text_search>"
     if plan == "image":
         return [image, f"{found}{answer}"]
+    said = f"The results say: {evidence}." if evidence else f"The results give the {topic}."
+    read = f"<reason>{said}</reason>{answer}"
     if plan == "image+text":
         need = (
             f"<reason>The results show the flag of {entity_name}; I look up its {topic}.</reason>"
         )
-        return [image, f"{need}{text}", f"<reason>The results give the {topic}.</reason>{answer}"]
+        return [image, f"{need}{text}", read]
     if plan == "text":
         unsure = (
             f"<reason>This is the flag of {entity_name}, but I do not know its {topic}.</reason>"
         )
-        return [f"{unsure}{text}", f"<reason>The results give the {topic}.</reason>{answer}"]
+        return [f"{unsure}{text}", read]
     raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")
 
 
@@ -87,6 +128,23 @@ def scripted(turns: Sequence[str]):
 
     def script(turn_index: int, observations: list[str]) -> str:
         del observations
+        return turns[min(turn_index, len(turns) - 1)]
+
+    return script
+
+
+def world_script(plan: str, sample: Sample, entity_name: str):
+    """The replay script of `plan`: its turns, the answer turn after a text search quoting
+    the evidence found in that search's results (`quote_evidence`)."""
+    turns = plan_turns(plan, sample, entity_name)
+    topic = str(sample.extra.get("qtype", "answer")).replace("_", " ")
+    golds = [sample.answer, *sample.aliases]
+
+    def script(turn_index: int, observations: list[str]) -> str:
+        last = turn_index >= len(turns) - 1
+        if last and plan in ("image+text", "text") and observations:
+            evidence = quote_evidence(observations[-1], golds, topic)
+            return plan_turns(plan, sample, entity_name, evidence)[-1]
         return turns[min(turn_index, len(turns) - 1)]
 
     return script
@@ -108,7 +166,7 @@ def world_sft_scripts(
             raise ValueError(f"sample {sample.id}: world SFT needs extra.entity (a world question)")
         plan = choose_plan(sample, rng, p_direct)
         chosen.append(sample)
-        scripts.append(scripted(plan_turns(plan, sample, world.entity(entity).name)))
+        scripts.append(world_script(plan, sample, world.entity(entity).name))
         plans.append(plan)
     return chosen, scripts, plans
 
