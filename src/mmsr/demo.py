@@ -385,6 +385,7 @@ def grpo_config(
             loss_agg="token-mean",
             ppo_epochs=1,
             micro_batch_size=16,
+            micro_batch_tokens=8192,
         ),
         engine=_engine(config, max_new_tokens=config.max_new_tokens, temperature=1.0),
         run=RunOptions(

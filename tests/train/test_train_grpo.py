@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +12,14 @@ import torch
 from mmsr.rollout.batch import collate
 from mmsr.rollout.trajectory import Trajectory
 from mmsr.train.config import GRPOOptions, OptimOptions
-from mmsr.train.grpo import aggregate, group_advantages, grpo_update, kl_k3, policy_loss
+from mmsr.train.grpo import (
+    aggregate,
+    group_advantages,
+    grpo_update,
+    kl_k3,
+    micro_batches,
+    policy_loss,
+)
 from mmsr.train.optim import build_optimizer, build_scheduler, lr_factor
 
 
@@ -137,6 +145,17 @@ def test_tool_result_tokens_get_no_gradient(tiny_policy):
     assert torch.equal(grads[0], grads[1])
 
 
+def test_micro_batches_by_count_and_by_padded_tokens():
+    lengths = [900, 120, 2000, 130, 110, 950]
+    rows = [SimpleNamespace(length=n) for n in lengths]
+    assert micro_batches(rows, 4) == [[4, 1, 3, 0], [5, 2]]
+    # At most 2,000 padded tokens: the short ones together, 900 and 950 paired, 2000 alone.
+    assert micro_batches(rows, 16, max_tokens=2000) == [[4, 1, 3], [0, 5], [2]]
+    assert micro_batches(rows, 16, max_tokens=100) == [[i] for i in (4, 1, 3, 0, 5, 2)]
+    with pytest.raises(ValueError, match="micro_batch_tokens"):
+        GRPOOptions(micro_batch_tokens=-1)
+
+
 def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_policy):
     trajectories = [
         make_trajectory(
@@ -146,10 +165,12 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_policy):
     ]
     rewards = torch.tensor([1.0, 0.0, 0.3, 0.9, 0.0, 0.2])
     results = []
-    for micro in (6, 4, 1):
+    for micro, tokens in ((6, 0), (4, 0), (1, 0), (6, 11)):
         for agg in ("token-mean", "seq-mean-token-mean"):
             model = copy.deepcopy(tiny_policy.model)
-            options = GRPOOptions(kl_coef=0.01, micro_batch_size=micro, loss_agg=agg)
+            options = GRPOOptions(
+                kl_coef=0.01, micro_batch_size=micro, loss_agg=agg, micro_batch_tokens=tokens
+            )
             metrics = _update(model, trajectories, rewards, options)
             results.append((micro, agg, metrics, [p.detach().clone() for p in model.parameters()]))
     for agg in ("token-mean", "seq-mean-token-mean"):

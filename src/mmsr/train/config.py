@@ -111,6 +111,11 @@ class GRPOOptions:
     """Optimizer passes over each batch of trajectories (one optimizer step per pass)."""
     micro_batch_size: int = 4
     """Trajectories per forward/backward; gradients accumulate over micro-batches."""
+    micro_batch_tokens: int = 0
+    """If > 0, also cap a micro-batch's padded size (rows x its longest trajectory) at this
+    many tokens (veRL's dynamic batch size): trajectories of very different lengths (an
+    answer alone vs five thumbnails) then run in separate forwards instead of all padded
+    to the longest. 0: by count only."""
     recompute_old_logp: bool = False
     """Recompute old_logp with a training-layout forward instead of the sampler's values."""
 
@@ -119,6 +124,8 @@ class GRPOOptions:
             raise ValueError(f"grpo.loss_agg {self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")
         if self.group_size < 1 or self.micro_batch_size < 1 or self.ppo_epochs < 1:
             raise ValueError("grpo.group_size, micro_batch_size and ppo_epochs must be >= 1")
+        if self.micro_batch_tokens < 0:
+            raise ValueError(f"grpo.micro_batch_tokens must be >= 0, got {self.micro_batch_tokens}")
 
 
 @dataclass

@@ -99,10 +99,23 @@ def policy_loss(
     return loss, stats
 
 
-def micro_batches(trajectories: Sequence[Trajectory], size: int) -> list[list[int]]:
-    """Indices in chunks of `size`, sorted by length so each chunk pads little."""
+def micro_batches(
+    trajectories: Sequence[Trajectory], size: int, max_tokens: int = 0
+) -> list[list[int]]:
+    """Indices in chunks of at most `size`, sorted by length so each chunk pads little;
+    with `max_tokens` > 0 a chunk also stops before rows x its longest exceeds it (a
+    trajectory longer than that gets a chunk of its own)."""
     order = sorted(range(len(trajectories)), key=lambda i: trajectories[i].length)
-    return [order[i : i + size] for i in range(0, len(order), size)]
+    chunks: list[list[int]] = []
+    for index in order:
+        longest = trajectories[index].length  # sorted: the newcomer is the longest
+        full = chunks and len(chunks[-1]) >= size
+        too_big = chunks and max_tokens > 0 and (len(chunks[-1]) + 1) * longest > max_tokens
+        if not chunks or full or too_big:
+            chunks.append([index])
+        else:
+            chunks[-1].append(index)
+    return chunks
 
 
 def reference_logp(model, ref_model, batch: TrajectoryBatch, temperature: float) -> torch.Tensor:
@@ -147,7 +160,7 @@ def grpo_update(
     """
     groups = torch.tensor([t.group for t in trajectories])
     advantages = group_advantages(rewards, groups, options.norm_adv_by_std)
-    chunks = micro_batches(trajectories, options.micro_batch_size)
+    chunks = micro_batches(trajectories, options.micro_batch_size, options.micro_batch_tokens)
     batches = [collate([trajectories[i] for i in chunk], pad_id) for chunk in chunks]
     n_tokens = float(sum(t.n_sampled_tokens for t in trajectories))
     n_seqs = float(len(trajectories))
