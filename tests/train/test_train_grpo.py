@@ -178,7 +178,9 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_policy):
         for _, _, metrics, params in runs[1:]:
             assert metrics["loss"] == pytest.approx(runs[0][2]["loss"], abs=1e-6)
             for a, b in zip(params, runs[0][3], strict=True):
-                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # Adam step of 1e-2
+                # Adam divides by sqrt(v): fp32 rounding of a near-zero gradient moves a
+                # weight by ~1e-5 of its 1e-2 step; a wrong accumulation moves it by ~1e-2.
+                torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
 
 
 def _sample(
