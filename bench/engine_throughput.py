@@ -266,6 +266,10 @@ def main() -> None:
         "--repeats", type=int, default=1, help="run every design this many times; medians"
     )
     args = parser.parse_args()
+    if unknown := set(args.designs.split(",")) - set(DESIGNS):
+        raise SystemExit(f"--designs: unknown {sorted(unknown)}; choose from {DESIGNS}")
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     torch.manual_seed(0)
     policy = load_policy(args.model)
     tools, label = make_bench_tools(args.latency_ms / 1000, args.search)
@@ -285,10 +289,6 @@ def main() -> None:
     )
     # Designs interleave within each repeat, so a slow spell of the machine hits all of them.
     rates: dict[str, list[float]] = {design: [] for design in args.designs.split(",")}
-    if unknown := set(rates) - set(DESIGNS):
-        raise SystemExit(f"--designs: unknown {sorted(unknown)}; choose from {DESIGNS}")
-    if args.repeats < 1:
-        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     for repeat in range(args.repeats):
         for design in rates:
             generated, seconds = run_design(design, policy, tools, config, schedule, samples, args)

@@ -140,9 +140,9 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         path, params = models[model]
         eval_params = {"model": params, "data": test["params"], "mode": mode,
                        "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
-        if mode.startswith("rag"):  # the workflow's forced text is part of the result
-            eval_params["rag_turns"] = [text for text, _ in rag_turns("?", "question")]
         spec = eval_spec(test["balanced"], mode)
+        if spec.mode == "rag":  # the workflow's forced text is part of the result
+            eval_params["rag_turns"] = [text for text, _ in rag_turns("?", spec.rag_query)]
         with clock.stage(number, f"Evaluate {model}, {mode} mode") as state:
             done = eval_stage(config, out / "eval" / f"{model}-{mode}", path, eval_params, spec,
                               tools, console, state)  # fmt: skip

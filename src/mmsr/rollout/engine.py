@@ -753,12 +753,11 @@ class RolloutEngine:
         fresh = self._prefill_distinct(firsts)
         index = torch.tensor(source, device=fresh.mask.device)
         cache = _cache_of([(k[index], v[index]) for k, v in _layers(fresh.cache)], reserve_rows)
-        for row in rows:
-            if row.n_cached == 0:  # a copy: its first already counted its tokens
-                self.stats["prefill_shared_tokens"] = self.stats.get(
-                    "prefill_shared_tokens", 0
-                ) + len(row.ids)
-                row.n_cached, row.n_encoded_images = len(row.ids), len(row.images)
+        copies = [row for row in rows if row.n_cached == 0]  # their firsts are now cached
+        shared = self.stats.get("prefill_shared_tokens", 0)
+        self.stats["prefill_shared_tokens"] = shared + sum(len(row.ids) for row in copies)
+        for row in copies:
+            row.n_cached, row.n_encoded_images = len(row.ids), len(row.images)
         return _Batch(list(rows), cache, fresh.mask[index], fresh.logits[index])
 
     @torch.inference_mode()

@@ -90,6 +90,11 @@ def quote_evidence(
     return min(found)[1] if found else None
 
 
+def question_topic(sample: Sample) -> str:
+    """What a world question asks about, in words ("official language")."""
+    return str(sample.extra.get("qtype", "answer")).replace("_", " ")
+
+
 def plan_turns(
     plan: str, sample: Sample, entity_name: str, evidence: str | None = None
 ) -> list[str]:
@@ -98,7 +103,7 @@ def plan_turns(
     answer) when there is one: a small model learns to copy the answer out of the results
     when its reasoning first copies the line that holds it."""
     answer = f"<answer>{sample.answer}</answer>"
-    topic = str(sample.extra.get("qtype", "answer")).replace("_", " ")
+    topic = question_topic(sample)
     query = f"{entity_name} {topic}"
     if plan == "answer":
         return [f"<reason>I recognise this and know the answer.</reason>{answer}"]
@@ -137,7 +142,7 @@ def world_script(plan: str, sample: Sample, entity_name: str):
     """The replay script of `plan`: its turns, the answer turn after a text search quoting
     the evidence found in that search's results (`quote_evidence`)."""
     turns = plan_turns(plan, sample, entity_name)
-    topic = str(sample.extra.get("qtype", "answer")).replace("_", " ")
+    topic = question_topic(sample)
     golds = [sample.answer, *sample.aliases]
 
     def script(turn_index: int, observations: list[str]) -> str:
