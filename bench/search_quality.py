@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from mmsr.reward import normalize_answer
+from mmsr.rollout.engine import EngineConfig
 from mmsr.search.config import SearchConfig
 from mmsr.search.cost import CostMeter
 from mmsr.search.encoders import make_encoder
@@ -149,7 +150,11 @@ def bench_image(
         )
 
 
-def text_questions(world, limit: int | None, seed: int) -> list[tuple[str, list[str], str]]:
+def text_questions(
+    world, limit: int | None, seed: int, queries: str = "paraphrase"
+) -> list[tuple[str, list[str], str]]:
+    """(query, golds, type) rows. `queries`: "paraphrase" (our reworded questions) or
+    "keyword" ("<country> <topic>", the query the SFT scripts teach the policy to write)."""
     rng = random.Random(seed)
     rows = []
     for entity in world.entities:
@@ -158,7 +163,10 @@ def text_questions(world, limit: int | None, seed: int) -> list[tuple[str, list[
         for qtype, fact in entity.facts.items():
             if qtype not in PARAPHRASES:
                 continue
-            question = rng.choice(PARAPHRASES[qtype]).format(name=entity.name)
+            if queries == "keyword":
+                question = f"{entity.name} {qtype.replace('_', ' ')}"
+            else:
+                question = rng.choice(PARAPHRASES[qtype]).format(name=entity.name)
             rows.append((question, [fact.answer, *fact.aliases], qtype))
     rng.shuffle(rows)
     return rows[:limit] if limit else rows
@@ -171,40 +179,57 @@ def contains_answer(texts: list[str], golds: list[str]) -> bool:
     )
 
 
-def bench_text(world, limit: int | None, seed: int) -> None:
-    questions = text_questions(world, limit, seed)
+def shown(result, max_chars: int | None) -> str:
+    """A result as the policy reads it: title, then its text cut as the engine cuts it."""
+    body = (result.summary or result.snippet).strip()
+    if max_chars is not None and len(body) > max_chars:
+        body = body[: max_chars - 1]
+    return f"{result.title} {body}"
+
+
+def bench_text(world, limit: int | None, seed: int, queries: str = "paraphrase") -> None:
+    """Each retrieval with the summary's sentences in page order (the baseline) and best
+    first (the default). answer@5: in the five summaries; shown@5 / shown@1: in what the
+    policy reads of the five / of the first result, each cut at the engine's
+    `max_result_chars`; in pages@5: anywhere in the five pages."""
+    questions = text_questions(world, limit, seed, queries)
+    cut = EngineConfig().max_result_chars
     print(
-        f"\ntext search: {len(questions)} paraphrased questions, "
-        f"{len({q[2] for q in questions})} types"
+        f"\ntext search: {len(questions)} {queries} queries, "
+        f"{len({q[2] for q in questions})} types; shown = each result cut at {cut} characters"
     )
     print(
-        f"{'retrieval':10s} {'answer@5':>9s} {'in pages@5':>10s} {'p50 ms':>8s} {'p90 ms':>8s}"
-        "   per type (answer@5)"
+        f"{'retrieval':10s} {'summary':>9s} {'answer@5':>9s} {'shown@5':>8s} {'shown@1':>8s} "
+        f"{'in pages@5':>10s} {'p50 ms':>8s} {'p90 ms':>8s}   per type (shown@1)"
     )
-    config = SearchConfig(cache=False)
     for mode in ("hybrid", "bm25"):
         backend = LocalTextBackend(mode=mode)
-        tool = TextSearchTool(
-            backend, pipeline=make_pipeline(config, backend, CostMeter()), cache=None, k=5
-        )
-        hits = in_pages = 0
-        latencies = []
-        by_type: dict[str, list[bool]] = {}
-        for question, golds, qtype in questions:
-            response = tool.search(question, k=5)
-            latencies.append(response.latency_ms)
-            seen = [f"{r.title} {r.summary or r.snippet}" for r in response.results]
-            ok = contains_answer(seen, golds)
-            hits += ok
-            in_pages += contains_answer([backend.page_text(r.url) for r in response.results], golds)
-            by_type.setdefault(qtype, []).append(ok)
-        n = len(questions)
-        per_type = " ".join(f"{t}={statistics.mean(v):.0%}" for t, v in sorted(by_type.items()))
-        print(
-            f"{mode:10s} {hits / n:9.1%} {in_pages / n:10.1%} {percentile(latencies, 50):8.1f} "
-            f"{percentile(latencies, 90):8.1f}   {per_type}",
-            flush=True,
-        )
+        for order in ("page", "relevance"):
+            config = SearchConfig(cache=False, summary_order=order)
+            pipeline = make_pipeline(config, backend, CostMeter())
+            tool = TextSearchTool(backend, pipeline=pipeline, cache=None, k=5)
+            hits = seen5 = seen1 = in_pages = 0
+            latencies = []
+            by_type: dict[str, list[bool]] = {}
+            for question, golds, qtype in questions:
+                response = tool.search(question, k=5)
+                latencies.append(response.latency_ms)
+                results = response.results
+                hits += contains_answer([shown(r, None) for r in results], golds)
+                seen5 += contains_answer([shown(r, cut) for r in results], golds)
+                first = contains_answer([shown(r, cut) for r in results[:1]], golds)
+                seen1 += first
+                pages = [backend.page_text(r.url) for r in results]
+                in_pages += contains_answer(pages, golds)
+                by_type.setdefault(qtype, []).append(first)
+            n = len(questions)
+            per_type = " ".join(f"{t}={statistics.mean(v):.0%}" for t, v in sorted(by_type.items()))
+            print(
+                f"{mode:10s} {order:>9s} {hits / n:9.1%} {seen5 / n:8.1%} {seen1 / n:8.1%} "
+                f"{in_pages / n:10.1%} {percentile(latencies, 50):8.1f} "
+                f"{percentile(latencies, 90):8.1f}   {per_type}",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -216,6 +241,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (MiniLM).")
     parser.add_argument("--skip", choices=["image", "text"], default=None)
+    parser.add_argument(
+        "--queries",
+        choices=["paraphrase", "keyword"],
+        default="paraphrase",
+        help="Text: reworded questions, or '<country> <topic>' as the SFT scripts query.",
+    )
     parser.add_argument(
         "--only-default", action="store_true", help="Image: the default index, no baselines."
     )
@@ -229,7 +260,7 @@ def main() -> None:
     if args.skip != "image":
         bench_image(world, args.photos, args.augment, args.metric, args.only_default)
     if args.skip != "text":
-        bench_text(world, args.text_limit, args.seed)
+        bench_text(world, args.text_limit, args.seed, args.queries)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
 
 

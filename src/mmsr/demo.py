@@ -126,6 +126,7 @@ def run_demo(config: DemoConfig | None = None, console: Console | None = None) -
         sft_params = {"policy": config.policy, "eye": eye, "steps": config.sft_steps,
                       "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
                       "search": config.search_config, "seed": config.seed,
+                      "tools": tools.identity() if tools is not None else None,
                       "scripts": WORLD_SCRIPTS_VERSION}  # fmt: skip
         with stages.stage(4, "SFT warm-start (the tag format)") as state:
             sft = sft_stage(config, out / "sft", sft_params, tools, console, state)

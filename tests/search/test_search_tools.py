@@ -159,8 +159,8 @@ def test_text_pipeline_reads_local_and_web_pages_and_summarises(fake_http):
     )
     response = TextSearchTool(backend, pipeline=pipeline, cost=cost).search("capital of France")
     local, web = response.results
-    # The query's sentences of a long page, within the cap, none of the filler.
-    assert local.summary == "France is a country in Western Europe. Capital: Paris."
+    # The query's sentences of a long page, best first, within the cap, none of the filler.
+    assert local.summary == "Capital: Paris. France is a country in Western Europe."
     assert "capital of France since 987" in web.summary
     assert cost.summary()["backends"]["fetch"]["calls"] == 1
     assert "page_errors" not in response.extra
@@ -279,3 +279,13 @@ def test_tool_is_thread_safe_with_a_shared_cache(cache):
     for t in threads:
         t.join()
     assert not errors and len(cache) == 5
+
+
+def test_tool_identity_names_the_summariser():
+    backend = FakeText()
+    page = TextSearchTool(
+        backend, pipeline=TextPipeline(summarizer=ExtractiveSummarizer(order="page"))
+    )
+    best = TextSearchTool(backend, pipeline=TextPipeline(summarizer=ExtractiveSummarizer()))
+    assert page.identity.startswith("text:") and page.identity != best.identity
+    assert ImageSearchTool(FakeImage()).identity.startswith("image:")

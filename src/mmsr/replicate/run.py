@@ -107,6 +107,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
     sft_params = {"base": eye["params"], "steps": config.sft_steps,
                   "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
                   "search": config.search_config, "seed": config.seed,
+                  "tools": tools.identity() if tools is not None else None,
                   "scripts": WORLD_SCRIPTS_VERSION}  # fmt: skip
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base)

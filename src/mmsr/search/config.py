@@ -15,6 +15,7 @@ IMAGE_BACKENDS = ("local", "serpapi", "remote")
 TEXT_BACKENDS = ("local", "serpapi", "searxng", "remote")
 READERS = ("trafilatura", "jina", "none")
 SUMMARIZERS = ("extractive", "llm", "none")
+SUMMARY_ORDERS = ("relevance", "page")
 IMAGE_METRICS = ("auto", "mlp+cnn", "mlp", "lda", "none")
 
 # Estimated USD per call. SerpAPI: the Developer plan is $75 for 5,000 searches (2025);
@@ -119,6 +120,9 @@ class SearchConfig:
     """`extractive` (query-focused sentences, no LLM), `llm`, or `none` (snippets only)."""
     summary_max_chars: int = 600
     """Length cap of one result's summary, characters."""
+    summary_order: str = "relevance"
+    """Extractive summary's sentences: `relevance` (best first, as a web snippet leads with
+    the matching line) or `page` (page order, reads as prose)."""
     llm_base_url: str = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible root (ends in /v1) for the `llm` summariser: vLLM, OpenAI, ..."""
     llm_model: str = ""
@@ -140,6 +144,7 @@ class SearchConfig:
             "reader": READERS,
             "summarizer": SUMMARIZERS,
             "image_metric": IMAGE_METRICS,
+            "summary_order": SUMMARY_ORDERS,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

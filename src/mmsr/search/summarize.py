@@ -5,7 +5,9 @@
   everywhere on the page counts little) plus a bonus for the sentences of the retrieval's
   `focus` passage (the hit's snippet: the passage the retriever matched, possibly by
   meaning rather than by words, e.g. "money" ~ "Currency: ..."), keeps the best sentences
-  up to a length cap, and prints them in page order so they still read as prose.
+  up to a length cap, and prints them best first (as a web engine's snippet leads with
+  the matching line: a reader that looks only at a result's start still finds the
+  answer) or, with `order="page"`, in page order so they read as prose.
 - `LLMSummarizer`: any OpenAI-compatible `/chat/completions` endpoint (vLLM, OpenAI, ...)
   with our own prompt; the page text is capped before sending.
 """
@@ -22,6 +24,7 @@ from typing import Protocol
 import httpx
 
 from mmsr.search import web_http
+from mmsr.search.config import SUMMARY_ORDERS
 from mmsr.search.errors import MalformedResponse
 
 _WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
@@ -74,20 +77,30 @@ def _page_sentences(text: str) -> tuple[tuple[str, ...], tuple[list[str], ...]]:
 
 
 class ExtractiveSummarizer:
-    """Best query-matching sentences of the page, in page order, at most `max_chars`."""
+    """Best query-matching sentences of the page, at most `max_chars`, best first
+    (`order="relevance"`) or in page order (`order="page"`)."""
 
     name = "extractive"
 
     def __init__(
-        self, max_chars: int = 600, k1: float = 1.2, b: float = 0.75, focus_weight: float = 2.0
+        self,
+        max_chars: int = 600,
+        k1: float = 1.2,
+        b: float = 0.75,
+        focus_weight: float = 2.0,
+        order: str = "relevance",
     ):
         if max_chars < 20:
             raise ValueError(f"ExtractiveSummarizer: max_chars={max_chars} is too small (>= 20)")
-        self.max_chars, self.k1, self.b = max_chars, k1, b
+        if order not in SUMMARY_ORDERS:
+            raise ValueError(f"ExtractiveSummarizer: order={order!r}, expected {SUMMARY_ORDERS}")
+        self.max_chars, self.k1, self.b, self.order = max_chars, k1, b, order
         # A focus sentence outranks one matching a single common query word, not one that
         # matches several query words (BM25 here is ~1-3 per matched word).
         self.focus_weight = focus_weight
-        self.cache_id = f"extractive:{max_chars}:focus{focus_weight}"
+        # The page order keeps the id it had before the order became an option.
+        suffix = "" if order == "page" else f":{order}"
+        self.cache_id = f"extractive:{max_chars}:focus{focus_weight}{suffix}"
 
     def summarize(self, query: str, text: str, *, title: str = "", focus: str = "") -> str:
         sentences, tokenised = _page_sentences(text)
@@ -119,7 +132,9 @@ class ExtractiveSummarizer:
                 continue
             chosen.append(index)
             used += cost
-        return " ".join(sentences[i] for i in sorted(chosen))
+        if self.order == "page":
+            chosen.sort()
+        return " ".join(sentences[i] for i in chosen)
 
     def _scores(self, query_terms: list[str], tokenised: tuple[list[str], ...]) -> list[float]:
         n = len(tokenised)

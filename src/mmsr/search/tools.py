@@ -93,6 +93,14 @@ class _CachedTool:
     def name(self) -> str:
         return str(self.backend.name)
 
+    @property
+    def identity(self) -> str:
+        """What decides this tool's results (backend and its index, summariser): stages
+        cached on search results key on it."""
+        pipeline = getattr(self, "pipeline", None)
+        suffix = f"|{pipeline.cache_id}" if pipeline is not None else ""
+        return f"{self.kind}:{_backend_id(self.backend)}{suffix}"
+
     def _lookup(self, key: str) -> list[SearchResult] | None:
         if self.cache is None:
             return None
@@ -238,6 +246,13 @@ class SearchTools:
     config: SearchConfig
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def identity(self) -> dict[str, str | None]:
+        """Each tool's `identity` (None: no such tool)."""
+        return {
+            "image": self.image.identity if self.image is not None else None,
+            "text": self.text.identity if self.text is not None else None,
+        }
+
     def stats(self) -> dict[str, Any]:
         return {
             "cache": self.cache.summary() if self.cache is not None else None,
@@ -353,7 +368,7 @@ def make_pipeline(config: SearchConfig, backend: Any, cost: CostMeter) -> TextPi
     local = getattr(backend, "page_text", None) or _world_page_text
     summarizer = None
     if config.summarizer == "extractive":
-        summarizer = ExtractiveSummarizer(config.summary_max_chars)
+        summarizer = ExtractiveSummarizer(config.summary_max_chars, order=config.summary_order)
     elif config.summarizer == "llm":
         summarizer = LLMSummarizer(
             base_url=config.llm_base_url,
