@@ -157,3 +157,17 @@ def test_the_answer_turn_after_a_text_search_quotes_its_results(world_samples):
     assert f"The results say: Capital: {sample.answer}." in last
     assert parse_action(last).answer == sample.answer
     assert "The results give the capital." in script(1, ["<information>nothing</information>"])
+
+
+def test_scripts_name_the_topic_in_the_questions_words(world_samples):
+    from mmsr.world.questions import TEMPLATES, TOPICS
+
+    for qtype, topic in TOPICS.items():
+        if qtype != "independence":  # the template says "become independent"
+            assert topic in TEMPLATES[qtype].lower(), qtype
+    sample = next(s for s in world_samples if s.extra.get("qtype") == "internet_code")
+    first, search, _ = plan_turns("image+text", sample, "Togo")
+    assert "The question asks for the internet country code." in first
+    assert "<text_search>Togo internet country code</text_search>" in search
+    flag = next(s for s in world_samples if s.extra.get("qtype") == "flag")
+    assert "which country this flag belongs to" in plan_turns("image", flag, "Togo")[0]

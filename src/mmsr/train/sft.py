@@ -38,7 +38,8 @@ from mmsr.train.optim import build_optimizer, build_scheduler
 PLANS = ("answer", "image", "image+text", "text")
 # The world scripts' wording; cached SFT stages (demo, replication) are keyed on it.
 # 2: the answer turn after a text search quotes the evidence (`quote_evidence`).
-WORLD_SCRIPTS_VERSION = 2
+# 3: the first turn names what the question asks for, in the question's words.
+WORLD_SCRIPTS_VERSION = 3
 
 
 # ------------------------------------------------------------------------- the loss
@@ -91,8 +92,12 @@ def quote_evidence(
 
 
 def question_topic(sample: Sample) -> str:
-    """What a world question asks about, in words ("official language")."""
-    return str(sample.extra.get("qtype", "answer")).replace("_", " ")
+    """What a world question asks about, in the question's own words ("official language",
+    "internet country code"; `mmsr.world.questions.TOPICS`)."""
+    from mmsr.world.questions import TOPICS
+
+    qtype = str(sample.extra.get("qtype", "answer"))
+    return TOPICS.get(qtype, qtype.replace("_", " "))
 
 
 def plan_turns(
@@ -105,9 +110,15 @@ def plan_turns(
     answer = f"<answer>{sample.answer}</answer>"
     topic = question_topic(sample)
     query = f"{entity_name} {topic}"
+    # Every plan's first reasoning names what the question asks for, copied from it: the
+    # text search later copies the topic from there ("I look up its continent").
+    if sample.extra.get("qtype") == "flag":
+        asks = "The question asks which country this flag belongs to."
+    else:
+        asks = f"The question asks for the {topic}."
     if plan == "answer":
-        return [f"<reason>I recognise this and know the answer.</reason>{answer}"]
-    look = "<reason>I cannot tell which flag this is, so I search with the image.</reason>"
+        return [f"<reason>{asks} I recognise this and know the answer.</reason>{answer}"]
+    look = f"<reason>{asks} I cannot tell which flag this is, so I search with the image.</reason>"
     image = f"{look}<search><img></search>"
     found = f"<reason>The results show the flag of {entity_name}.</reason>"
     text = f"<text_search>{query}</text_search>"
@@ -122,7 +133,8 @@ def plan_turns(
         return [image, f"{need}{text}", read]
     if plan == "text":
         unsure = (
-            f"<reason>This is the flag of {entity_name}, but I do not know its {topic}.</reason>"
+            f"<reason>{asks} This is the flag of {entity_name}, but I do not know its "
+            f"{topic}.</reason>"
         )
         return [f"{unsure}{text}", read]
     raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")

@@ -30,6 +30,21 @@ TEMPLATES = {
     "largest_city": "What is the largest city of {subject}?",
 }
 QUESTION_TYPES = tuple(TEMPLATES)
+# What each question type asks for, in the template's own words (only "independence" is
+# not verbatim: the template says "become independent"), so a policy can name the topic
+# of its text search by copying it out of the question.
+TOPICS = {
+    FLAG: "flag",
+    "capital": "capital",
+    "currency": "currency",
+    "internet_code": "internet country code",
+    "independence": "independence",
+    "official_language": "official language",
+    "continent": "continent",
+    "anthem": "national anthem",
+    "highest_point": "highest point",
+    "largest_city": "largest city",
+}
 SUBJECT = "the country or territory whose flag is shown"
 # Facts a small model tends to know for well-known places (the prior, see above).
 COMMON_KNOWLEDGE = frozenset({FLAG, "capital", "continent"})
