@@ -14,7 +14,9 @@ from mmsr.models.policy import Policy
 from mmsr.rollout.engine import EngineConfig, RolloutEngine
 from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
 from mmsr.train.sft import (
+    PLANS,
     choose_plan,
+    plan_fits,
     plan_turns,
     quote_evidence,
     read_distillation,
@@ -37,10 +39,17 @@ def test_plans_are_random_and_follow_only_the_question_type(world_samples):
     assert plans == again  # seeded
     assert {"answer", "image", "image+text", "text"} <= set(plans)
     assert 0.2 < plans.count("answer") / 200 < 0.4
-    # the same question gets different plans under different draws: no knowledge involved
-    sample = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    # the three search plans equally often, though few questions are flag questions
+    for plan in ("image", "image+text", "text"):
+        assert 0.15 < plans.count(plan) / 200 < 0.32, plans.count(plan)
     rng = random.Random(0)
-    assert len({choose_plan(sample, rng, 0.3) for _ in range(50)}) == 3
+    assert {choose_plan(rng, 0.3) for _ in range(50)} == set(PLANS)
+    # a question gets only plans that fit it, and more than one of them: no knowledge
+    samples, _, plans = world_sft_scripts(world_samples, 400, p_direct=0.3, seed=2)
+    for sample, plan in zip(samples, plans, strict=True):
+        assert plan_fits(plan, sample)
+    capital = {p for s, p in zip(samples, plans, strict=True) if s.extra["qtype"] == "capital"}
+    assert capital == {"answer", "image+text", "text"}
 
 
 def test_plan_turns_use_the_protocol_tags(world_samples):

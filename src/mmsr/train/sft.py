@@ -2,10 +2,11 @@
 
 Two sources of trajectories, both turned into exact tensors by `RolloutEngine.replay`
 (the same chat layout, masks and M-RoPE positions as rollouts; tool calls really run):
-- world synthesis: per question a script picks, AT RANDOM (seeded, never from what the
-  model knows), one plan: answer at once, image search then answer, or (attribute
-  questions) image search, text search, answer / text search, answer. So SFT teaches how
-  to use the tags, and GRPO still has to learn when searching pays off.
+- world synthesis: a plan drawn AT RANDOM (seeded, never from what the model knows):
+  answer at once, image search then answer (flag questions), or (attribute questions)
+  image search, text search, answer / text search, answer; then a question the plan
+  fits. So SFT teaches how to use the tags, and GRPO still has to learn when searching
+  pays off.
 - distillation: the assistant turns recorded in any trajectory JSONL (`mmsr eval` output
   lines, or lines holding `question` + `trajectory.turns`), replayed turn by turn.
 """
@@ -38,7 +39,8 @@ from mmsr.train.optim import build_optimizer, build_scheduler
 PLANS = ("answer", "image", "image+text", "text")
 # The world scripts' wording; cached SFT stages (demo, replication) are keyed on it.
 # 2: the answer turn after a text search quotes the evidence (`quote_evidence`).
-# 3: the first turn names what the question asks for, in the question's words.
+# 3: the first turn names what the question asks for, in the question's words; search
+#    plans are drawn equally often (then a question that fits).
 WORLD_SCRIPTS_VERSION = 3
 
 
@@ -52,13 +54,25 @@ def sft_loss(model, batch, n_tokens: float) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------- world scripts
-def choose_plan(sample: Sample, rng: random.Random, p_direct: float) -> str:
-    """A plan drawn at random: only the question TYPE (flag vs attribute) shapes the choice."""
+def is_flag_question(sample: Sample) -> bool:
+    return sample.extra.get("qtype") == "flag" or sample.tools == "image"
+
+
+def plan_fits(plan: str, sample: Sample) -> bool:
+    """Whether `plan` can answer `sample`: "image" alone answers only "which flag is this"
+    questions; the text plans answer only attribute questions."""
+    if plan == "answer":
+        return True
+    return (plan == "image") == is_flag_question(sample)
+
+
+def choose_plan(rng: random.Random, p_direct: float) -> str:
+    """A plan drawn at random, never from what the model knows: "answer" with `p_direct`,
+    else one of the three search plans, equally often (each needs examples: drawn by the
+    question instead, the flag-only "image" plan got 9 of 128 scripts)."""
     if rng.random() < p_direct:
         return "answer"
-    if sample.extra.get("qtype") == "flag" or sample.tools == "image":
-        return "image"
-    return rng.choice(["image+text", "text"])
+    return rng.choice(["image", "image+text", "text"])
 
 
 def quote_evidence(
@@ -170,18 +184,26 @@ def world_script(plan: str, sample: Sample, entity_name: str):
 def world_sft_scripts(
     samples: Sequence[Sample], n: int, p_direct: float, seed: int
 ) -> tuple[list[Sample], list[Any], list[str]]:
-    """`n` (sample, script, plan) triples drawn with replacement from world `samples`."""
+    """`n` (sample, script, plan) triples: a random plan (`choose_plan`), then a question
+    it fits drawn with replacement from world `samples` (a plan no question fits is
+    drawn again)."""
     from mmsr.world.load import load_world
 
     world = load_world()
     rng = random.Random(seed)
-    chosen, scripts, plans = [], [], []
-    for _ in range(n):
-        sample = samples[rng.randrange(len(samples))]
-        entity = sample.extra.get("entity")
-        if not entity:
+    if not samples:
+        raise ValueError("world SFT: no questions to script")
+    for sample in samples:
+        if not sample.extra.get("entity"):
             raise ValueError(f"sample {sample.id}: world SFT needs extra.entity (a world question)")
-        plan = choose_plan(sample, rng, p_direct)
+    fitting = {plan: [s for s in samples if plan_fits(plan, s)] for plan in PLANS}
+    chosen, scripts, plans = [], [], []
+    while len(chosen) < n:
+        plan = choose_plan(rng, p_direct)
+        if not fitting[plan]:
+            continue
+        sample = fitting[plan][rng.randrange(len(fitting[plan]))]
+        entity = sample.extra["entity"]
         chosen.append(sample)
         scripts.append(world_script(plan, sample, world.entity(entity).name))
         plans.append(plan)
