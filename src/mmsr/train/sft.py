@@ -39,9 +39,9 @@ from mmsr.train.optim import build_optimizer, build_scheduler
 PLANS = ("answer", "image", "image+text", "text")
 # The world scripts' wording; cached SFT stages (demo, replication) are keyed on it.
 # 2: the answer turn after a text search quotes the evidence (`quote_evidence`).
-# 3: the first turn names what the question asks for, in the question's words; search
-#    plans are drawn equally often (then a question that fits).
-WORLD_SCRIPTS_VERSION = 3
+# 3: the first turn names what the question asks for, in the question's words.
+# 4: search plans are drawn equally often, then a question that fits.
+WORLD_SCRIPTS_VERSION = 4
 
 
 # ------------------------------------------------------------------------- the loss
