@@ -9,12 +9,12 @@ built (`mmsr search index`, ~11 min once). Where the time goes, measured in the 
   12 min; world:train, 512 of its 1,389, 16.5 min (`balance_rag_k` 1 would add one RAG
   answer per search_required question). Nano knows few answers (~4% of the questions are
   search_free), so the pools must be large for a balanced set of a few dozen;
-- SFT: 30 steps of 8 replayed trajectories, ~18 min (10 steps: ~9 min);
-- GRPO: 16 steps x 4 questions x 4 rollouts, ~1.6 min a step while nano rarely searched,
-  ~3-4 min once it searches (long trajectories; measured before `micro_batch_tokens`,
-  which halves the update): three runs (main, no penalty, unbalanced);
-- evaluation on the balanced test set (28 questions): 10 runs, ~10 min (RAG modes ~2 min
-  each, the others ~20 s).
+- SFT: 30 steps of 8 replayed trajectories, ~18-20 min (10 steps: ~9 min);
+- GRPO: 16 steps x 4 questions x 4 rollouts, ~31 min a run (nano searching in 20-75% of
+  its rollouts; ~1.9 min a step): three runs (main, no penalty, unbalanced);
+- evaluation on the balanced test set (28 questions): 10 runs, ~16 min (RAG modes ~2.5
+  min each, on-demand ~1 min, direct ~25 s).
+So about 2 h 35 min in all (docs/REPLICATION.md): over the 2 h target.
 
 `quick()` gives sizes that run in a few minutes (a wiring check, not a result).
 """
