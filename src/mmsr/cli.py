@@ -284,6 +284,11 @@ def eval_(
     judge_on_error: str = typer.Option("fallback", help="fallback (rule verdict) | fail."),
     match: str = typer.Option("em", help="Rule judge: em | subem."),
     rag_query: str = typer.Option("question", help="rag mode text query: question | model."),
+    rag_reasoning: str = typer.Option(
+        "fixed",
+        help="rag mode reasoning: fixed (our text) | model (the model's own; only the "
+        "workflow's actions are forced).",
+    ),
     max_turns: int = typer.Option(3, help="ondemand: turns per question."),
     max_image_search: int = typer.Option(1, help="ondemand: image searches allowed."),
     max_text_search: int = typer.Option(2, help="ondemand: text searches allowed."),
@@ -315,6 +320,7 @@ def eval_(
             seed=seed,
             batch_size=batch_size,
             rag_query=rag_query,
+            rag_reasoning=rag_reasoning,
             match=match,
         )
         judge_options = JudgeOptions(judge, judge_url, judge_model, judge_key_env, judge_on_error)

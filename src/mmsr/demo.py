@@ -289,6 +289,7 @@ class EvalSpec:
     shuffle_seed: int | None = None
     mode: str = "ondemand"
     rag_query: str = "question"  # rag mode: the text query is the question or model-written
+    rag_reasoning: str = "fixed"  # rag mode: our fixed reasoning, or the model's own
 
 
 EVAL_KEYS = ("acc", "sr", "call_ratio", "image_search_rate", "text_search_rate", "answered",
@@ -315,6 +316,7 @@ def eval_stage(
         seed=config.seed,
         batch_size=8,
         rag_query=spec.rag_query,
+        rag_reasoning=spec.rag_reasoning,
     )
     console.print(f"{len(samples)} questions of {spec.data}, {spec.mode} mode, greedy")
     policy = load(model, config, console)

@@ -74,12 +74,20 @@ def invoke(*args: str):
 
 
 @pytest.mark.parametrize(
-    "mode", ["direct", pytest.param("rag", marks=pytest.mark.slow), "ondemand"]
+    ("mode", "reasoning"),
+    [
+        ("direct", "fixed"),
+        pytest.param("rag", "fixed", marks=pytest.mark.slow),
+        pytest.param("rag", "model", marks=pytest.mark.slow),
+        ("ondemand", "fixed"),
+    ],
 )
-def test_eval_cli_tiny_model(mode, tiny_qwen_vl_dir, search_yaml, tmp_path):
+def test_eval_cli_tiny_model(mode, reasoning, tiny_qwen_vl_dir, search_yaml, tmp_path):
     out = tmp_path / mode
     result = invoke(
         "eval",
+        "--rag-reasoning",
+        reasoning,
         "--model",
         str(tiny_qwen_vl_dir),
         "--data",

@@ -105,3 +105,44 @@ def test_write_run_round_trip(tmp_path, make_record):
     assert "data:image/" in paths["viewer"].read_text()
     with pytest.raises(RuntimeError, match="no trajectory for sample"):
         records_from(samples, trajectories[:1], config)
+
+
+def test_model_reasoning_rag_forcer_forces_only_the_actions(tiny_policy):
+    from mmsr.data.record import Sample
+    from mmsr.eval.modes import RAG_REASON_LIMIT, ModelReasoningRagForcer, rag_actions
+    from mmsr.rollout.engine import FREE_NO_STOP
+
+    tokenizer = tiny_policy.tokenizer
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    forcer = ModelReasoningRagForcer(tokenizer, [Sample(id="a", question="Capital?", answer="x")])
+
+    def run(turn, model_text):
+        """The turn as the engine would build it: forced tokens, else the model's."""
+        mine, emitted = encode(model_text), []
+        while True:
+            token = forcer(0, 0, turn, len(emitted), tokens=emitted)
+            if token == end:
+                return tokenizer.decode(emitted), True
+            if token is None or token == FREE_NO_STOP:
+                if not mine:
+                    return tokenizer.decode(emitted), False
+                token = mine.pop(0)
+            emitted.append(token)
+
+    # The model reasons; once it closes </reason> the image search is forced, turn closed.
+    text, closed = run(1, "I do not know this flag.</reason>anything")
+    assert closed and text == "<reason>I do not know this flag.</reason><search><img></search>"
+    # The text search with the question as the query, forced after the model's reasoning.
+    text, closed = run(2, "It is Togo.</reason>")
+    assert closed and text.endswith("</reason><text_search>Capital?</text_search>")
+    # The answer: opened after the reasoning, completed by the model.
+    text, closed = run(3, "Lome it is.</reason>Lome</answer>")
+    assert not closed and text == "<reason>Lome it is.</reason><answer>Lome</answer>"
+    # Reasoning that never closes is closed by the forcer after RAG_REASON_LIMIT tokens.
+    forcer._action.clear()
+    text, _ = run(1, " word" * (RAG_REASON_LIMIT + 10))
+    assert text.endswith("</reason><search><img></search>")
+    assert forcer.budget(96) >= 96 + RAG_REASON_LIMIT
+    prefix, whole = rag_actions("q", rag_query="model")[1]
+    assert prefix == "<text_search>" and not whole

@@ -37,6 +37,10 @@ RAG_IMAGE_TURN = "<reason>First I search the web for this image.</reason>\n<sear
 RAG_TEXT_REASON = "<reason>Now I search the web with text.</reason>\n"
 RAG_ANSWER_OPEN = "<reason>Now I answer from the results.</reason>\n<answer>"
 RAG_QUERIES = ("question", "model")
+RAG_REASONING = ("fixed", "model")
+# rag_reasoning="model": the model writes each turn's reasoning; then the workflow's action.
+REASON_OPEN, REASON_CLOSE = "<reason>", "</reason>"
+RAG_REASON_LIMIT = 64  # model reasoning tokens before the forcer closes the reasoning
 GREEDY_TEMPERATURE = 1e-4  # logits / 1e-4: any lead of 0.01 nats wins with odds e^-100
 
 
@@ -63,6 +67,10 @@ class EvalConfig:
     """Questions rolled out at once."""
     rag_query: str = "question"
     """rag mode: the text query is the question ("question") or written by the model."""
+    rag_reasoning: str = "fixed"
+    """rag mode: each turn's reasoning is our fixed text ("fixed"), or the model's own,
+    after which only the action is forced ("model"; fairer to a model fine-tuned on its
+    own wording, e.g. SFT nano, which otherwise reads our text as a cue to stop)."""
     match: str = "em"
     """Rule judge: "em" or "subem"."""
     fold_accents: bool = False
@@ -73,6 +81,10 @@ class EvalConfig:
             raise ValueError(f"--mode {self.mode!r} must be one of {MODES}")
         if self.rag_query not in RAG_QUERIES:
             raise ValueError(f"--rag-query {self.rag_query!r} must be one of {RAG_QUERIES}")
+        if self.rag_reasoning not in RAG_REASONING:
+            raise ValueError(
+                f"--rag-reasoning {self.rag_reasoning!r} must be one of {RAG_REASONING}"
+            )
         if self.match not in ("em", "subem"):
             raise ValueError(f"--match {self.match!r} must be 'em' or 'subem'")
 
@@ -128,6 +140,93 @@ def rag_turns(question: str, rag_query: str = "question") -> tuple[tuple[str, bo
     return ((RAG_IMAGE_TURN, True), text_turn, (RAG_ANSWER_OPEN, False))
 
 
+def rag_actions(question: str, rag_query: str = "question") -> tuple[tuple[str, bool], ...]:
+    """The RAG workflow's three actions, forced after the model's own reasoning
+    (`rag_reasoning="model"`): (text, whole turn?) each, as in `rag_turns`."""
+    if rag_query not in RAG_QUERIES:
+        raise ValueError(f"--rag-query {rag_query!r} must be one of {RAG_QUERIES}")
+    text = (
+        ("<text_search>", False)
+        if rag_query == "model"
+        else (f"<text_search>{' '.join(question.split())}</text_search>", True)
+    )
+    return (("<search><img></search>", True), text, ("<answer>", False))
+
+
+class ModelReasoningRagForcer:
+    """The RAG workflow with the model's own reasoning: each turn starts with `<reason>`,
+    the model reasons (it cannot end the turn there), and once it closes `</reason>` (or
+    after `RAG_REASON_LIMIT` tokens, when the forcer closes it) the turn's action is forced
+    (`rag_actions`); the model then completes an open action (query, answer)."""
+
+    reads_tokens = True
+
+    def __init__(
+        self,
+        tokenizer,
+        samples: Sequence[Sample],
+        rag_query: str = "question",
+        max_new_tokens: int | None = None,
+    ):
+        from mmsr.rollout.engine import FREE_NO_STOP
+
+        self.free_no_stop = FREE_NO_STOP
+        self.tokenizer = tokenizer
+        self.end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.max_new_tokens = max_new_tokens
+        self.open = tokenizer.encode(REASON_OPEN, add_special_tokens=False)
+        self.close = tokenizer.encode(REASON_CLOSE, add_special_tokens=False)
+        self.actions = [
+            [
+                (tokenizer.encode(text, add_special_tokens=False), whole)
+                for text, whole in rag_actions(sample.question, rag_query)
+            ]
+            for sample in samples
+        ]
+        # (group, sample, turn) -> (step where the forced action starts, its tokens)
+        self._action: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
+        longest_action = max((len(a) for acts in self.actions for a, _ in acts), default=0)
+        self.longest = len(self.open) + RAG_REASON_LIMIT + len(self.close) + longest_action + 1
+
+    def budget(self, max_new_tokens: int) -> int:
+        """The engine's per-turn budget: reasoning, a forced action, then the model's own
+        `max_new_tokens` for the query or answer (the forcer ends the turn there)."""
+        return max_new_tokens + self.longest
+
+    def __call__(
+        self, group: int, sample_index: int, turn: int, step: int, tokens: Sequence[int] = ()
+    ) -> int | None:
+        acts = self.actions[group]
+        if turn > len(acts):
+            return None
+        action, whole = acts[turn - 1]
+        if step < len(self.open):
+            return self.open[step]
+        key = (group, sample_index, turn)
+        if key not in self._action:
+            reasoning = list(tokens[len(self.open) : step])
+            if REASON_CLOSE in self.tokenizer.decode(reasoning):
+                self._action[key] = (step, list(action))
+            elif len(reasoning) >= RAG_REASON_LIMIT:
+                self._action[key] = (step, self.close + list(action))
+            else:
+                return self.free_no_stop
+        start, forced = self._action[key]
+        if step < start + len(forced):
+            return forced[step - start]
+        if whole:
+            return self.end_of_turn
+        if self.max_new_tokens is not None and step - start - len(forced) >= self.max_new_tokens:
+            return self.end_of_turn
+        return None
+
+
+def rag_forcer(tokenizer, samples: Sequence[Sample], config: EvalConfig):
+    """The RAG workflow's forcer for `config` (`rag_reasoning` picks which)."""
+    kind = ModelReasoningRagForcer if config.rag_reasoning == "model" else RagForcer
+    return kind(tokenizer, samples, config.rag_query, config.max_new_tokens)
+
+
 class RagForcer:
     """The engine's token forcer for the RAG workflow: each turn emits its forced text
     token by token (then `<|im_end|>` when the turn is whole); the rest is the model's.
@@ -181,7 +280,7 @@ def trajectories_for(policy, tools, samples: Sequence[Sample], config: EvalConfi
     samples = list(samples)
     forcer, overrides = None, {}
     if config.mode == "rag":
-        forcer = RagForcer(policy.tokenizer, samples, config.rag_query, config.max_new_tokens)
+        forcer = rag_forcer(policy.tokenizer, samples, config)
         overrides["max_new_tokens"] = forcer.budget(config.max_new_tokens)
     engine = RolloutEngine(policy, tools, engine_config(config, **overrides), forcer=forcer)
     return engine.rollout(samples, n=1, seed=config.seed)

@@ -35,7 +35,7 @@ from mmsr.demo import (
     sft_stage,
     show_world,
 )
-from mmsr.eval.modes import rag_turns
+from mmsr.eval.modes import rag_actions
 from mmsr.replicate.config import ReplicateConfig
 from mmsr.stages import StageClock, begin, file_digest, finish, open_run, remove, reuse
 
@@ -143,7 +143,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                        "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
         spec = eval_spec(test["balanced"], mode)
         if spec.mode == "rag":  # the workflow's forced text is part of the result
-            eval_params["rag_turns"] = [text for text, _ in rag_turns("?", spec.rag_query)]
+            eval_params["rag_actions"] = [text for text, _ in rag_actions("?", spec.rag_query)]
+            eval_params["rag_reasoning"] = spec.rag_reasoning
         with clock.stage(number, f"Evaluate {model}, {mode} mode") as state:
             done = eval_stage(config, out / "eval" / f"{model}-{mode}", path, eval_params, spec,
                               tools, console, state)  # fmt: skip
@@ -158,8 +159,13 @@ EVAL_MODES = ("direct", "rag", "rag-model", "ondemand")
 
 
 def eval_spec(data: str, mode: str) -> EvalSpec:
+    """The RAG runs let the model write each turn's reasoning and force only the
+    workflow's actions: with our fixed reasoning text, SFT nano (trained on its own
+    wording) wrote "The results say: ..." as its query and answered with the country."""
     if mode == "rag-model":
-        return EvalSpec(data, mode="rag", rag_query="model")
+        return EvalSpec(data, mode="rag", rag_query="model", rag_reasoning="model")
+    if mode == "rag":
+        return EvalSpec(data, mode="rag", rag_reasoning="model")
     return EvalSpec(data, mode=mode)
 
 

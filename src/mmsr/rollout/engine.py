@@ -69,7 +69,8 @@ if TYPE_CHECKING:
 # forcer(group, sample_index, turn, step_in_turn) it returns a token id to emit, FREE_NO_STOP
 # to sample anything but an end-of-turn token, or None to sample freely. A forced token is
 # recorded with the model's true log-prob of it (loss mask 1): the policy's bookkeeping is
-# the same, only the draw is steered.
+# the same, only the draw is steered. A forcer with a true `reads_tokens` attribute is also
+# given the turn's tokens so far (`tokens=`), to steer on what the model wrote.
 TokenForcer = Callable[[int, int, int, int], "int | None"]
 FREE_NO_STOP = -1
 # A replay script: (0-based turn index, texts of the observations so far) -> assistant text.
@@ -906,7 +907,11 @@ class RolloutEngine:
         for index, row in enumerate(rows):
             forced = None
             if self.forcer is not None:
-                forced = self.forcer(row.group, row.sample_index, row.turn, len(row.turn_tokens))
+                where = (row.group, row.sample_index, row.turn, len(row.turn_tokens))
+                if getattr(self.forcer, "reads_tokens", False):
+                    forced = self.forcer(*where, tokens=row.turn_tokens)
+                else:
+                    forced = self.forcer(*where)
             if forced is not None and forced >= 0:
                 tokens[index] = int(forced)
                 continue
