@@ -119,7 +119,8 @@ def test_model_reasoning_rag_forcer_forces_only_the_actions(tiny_policy):
 
     def run(turn, model_text):
         """The turn as the engine would build it: forced tokens, else the model's."""
-        mine, emitted = encode(model_text), []
+        mine = list(model_text) if isinstance(model_text, list) else encode(model_text)
+        emitted = []
         while True:
             token = forcer(0, 0, turn, len(emitted), tokens=emitted)
             if token == end:
@@ -139,6 +140,12 @@ def test_model_reasoning_rag_forcer_forces_only_the_actions(tiny_policy):
     # The answer: opened after the reasoning, completed by the model.
     text, closed = run(3, "Lome it is.</reason>Lome</answer>")
     assert not closed and text == "<reason>Lome it is.</reason><answer>Lome</answer>"
+    # A model token that runs past the close (nano's "><") gets only the rest of the action.
+    forcer._action.clear()
+    past = encode("><")
+    if len(past) == 1:  # the tiny tokenizer may have no such token
+        text, closed = run(2, encode("Togo.</reason") + past)
+        assert closed and text.endswith("Togo.</reason><text_search>Capital?</text_search>")
     # Reasoning that never closes is closed by the forcer after RAG_REASON_LIMIT tokens.
     forcer._action.clear()
     text, _ = run(1, " word" * (RAG_REASON_LIMIT + 10))

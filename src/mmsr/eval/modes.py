@@ -176,16 +176,17 @@ class ModelReasoningRagForcer:
         self.max_new_tokens = max_new_tokens
         self.open = tokenizer.encode(REASON_OPEN, add_special_tokens=False)
         self.close = tokenizer.encode(REASON_CLOSE, add_special_tokens=False)
-        self.actions = [
-            [
-                (tokenizer.encode(text, add_special_tokens=False), whole)
-                for text, whole in rag_actions(sample.question, rag_query)
-            ]
-            for sample in samples
-        ]
+        self.actions = [rag_actions(sample.question, rag_query) for sample in samples]
         # (group, sample, turn) -> (step where the forced action starts, its tokens)
         self._action: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
-        longest_action = max((len(a) for acts in self.actions for a, _ in acts), default=0)
+        longest_action = max(
+            (
+                len(tokenizer.encode(a, add_special_tokens=False))
+                for acts in self.actions
+                for a, _ in acts
+            ),
+            default=0,
+        )
         self.longest = len(self.open) + RAG_REASON_LIMIT + len(self.close) + longest_action + 1
 
     def budget(self, max_new_tokens: int) -> int:
@@ -204,11 +205,15 @@ class ModelReasoningRagForcer:
             return self.open[step]
         key = (group, sample_index, turn)
         if key not in self._action:
-            reasoning = list(tokens[len(self.open) : step])
-            if REASON_CLOSE in self.tokenizer.decode(reasoning):
-                self._action[key] = (step, list(action))
-            elif len(reasoning) >= RAG_REASON_LIMIT:
-                self._action[key] = (step, self.close + list(action))
+            reasoning = self.tokenizer.decode(list(tokens[len(self.open) : step]))
+            if REASON_CLOSE in reasoning:
+                # A token may run past the close ("><"): force only the rest of the action.
+                after = reasoning.split(REASON_CLOSE, 1)[1]
+                rest = action[len(after) :] if action.startswith(after) else action
+                self._action[key] = (step, self.tokenizer.encode(rest, add_special_tokens=False))
+            elif step - len(self.open) >= RAG_REASON_LIMIT:
+                forced = REASON_CLOSE + action
+                self._action[key] = (step, self.tokenizer.encode(forced, add_special_tokens=False))
             else:
                 return self.free_no_stop
         start, forced = self._action[key]
