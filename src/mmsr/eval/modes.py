@@ -33,9 +33,12 @@ from mmsr.eval.records import MODES, EvalRecord, record_from_trajectory, sample_
 from mmsr.reward import RewardConfig, answer_matches
 from mmsr.rollout.protocol import SearchLimits
 
-RAG_IMAGE_TURN = "<reason>First I search the web for this image.</reason>\n<search><img></search>"
-RAG_TEXT_REASON = "<reason>Now I search the web with text.</reason>\n"
-RAG_ANSWER_OPEN = "<reason>Now I answer from the results.</reason>\n<answer>"
+# The fixed reasoning before each of the RAG workflow's three actions (`rag_turns`).
+RAG_REASONS = (
+    "<reason>First I search the web for this image.</reason>\n",
+    "<reason>Now I search the web with text.</reason>\n",
+    "<reason>Now I answer from the results.</reason>\n",
+)
 RAG_QUERIES = ("question", "model")
 RAG_REASONING = ("fixed", "model")
 # rag_reasoning="model": the model writes each turn's reasoning; then the workflow's action.
@@ -122,22 +125,18 @@ def engine_config(config: EvalConfig, **overrides: Any):
 
 
 def rag_turns(question: str, rag_query: str = "question") -> tuple[tuple[str, bool], ...]:
-    """The forced text of the RAG workflow's three turns: (text, whole turn?) each.
+    """The forced text of the RAG workflow's three turns: (text, whole turn?) each, our
+    fixed reasoning then the action (`rag_actions`).
 
     A whole turn is closed by the engine right after its text; with `rag_query="model"`
     the second turn is only the start of a text search, which the model completes; the
     third turn is the start of the answer, which the model completes.
     """
-    if rag_query not in RAG_QUERIES:
-        raise ValueError(f"--rag-query {rag_query!r} must be one of {RAG_QUERIES}")
-    if rag_query == "model":
-        text_turn = (f"{RAG_TEXT_REASON}<text_search>", False)
-    else:
-        text_turn = (
-            f"{RAG_TEXT_REASON}<text_search>{' '.join(question.split())}</text_search>",
-            True,
-        )
-    return ((RAG_IMAGE_TURN, True), text_turn, (RAG_ANSWER_OPEN, False))
+    actions = rag_actions(question, rag_query)
+    return tuple(
+        (reason + action, whole)
+        for reason, (action, whole) in zip(RAG_REASONS, actions, strict=True)
+    )
 
 
 def rag_actions(question: str, rag_query: str = "question") -> tuple[tuple[str, bool], ...]:
