@@ -372,6 +372,7 @@ class RolloutEngine:
         self.config = config or EngineConfig()
         self.fetch_thumbnail = fetch_thumbnail
         self.forcer = forcer
+        self.forcer_reads_tokens = bool(getattr(forcer, "reads_tokens", False))
         model = policy.model
         self.model = model
         self.tokenizer = policy.tokenizer
@@ -908,7 +909,7 @@ class RolloutEngine:
             forced = None
             if self.forcer is not None:
                 where = (row.group, row.sample_index, row.turn, len(row.turn_tokens))
-                if getattr(self.forcer, "reads_tokens", False):
+                if self.forcer_reads_tokens:
                     forced = self.forcer(*where, tokens=row.turn_tokens)
                 else:
                     forced = self.forcer(*where)
