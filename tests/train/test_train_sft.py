@@ -180,3 +180,16 @@ def test_scripts_name_the_topic_in_the_questions_words(world_samples):
     assert "<text_search>Togo internet country code</text_search>" in search
     flag = next(s for s in world_samples if s.extra.get("qtype") == "flag")
     assert "which country this flag belongs to" in plan_turns("image", flag, "Togo")[0]
+
+
+def test_answering_without_search_names_the_flag_in_the_eyes_words(world_samples):
+    from mmsr.train.align import answer_text
+
+    flag = next(s for s in world_samples if s.extra.get("qtype") == "flag")
+    (turn,) = plan_turns("answer", flag, "Togo")
+    assert f"{answer_text('Togo')}</reason><answer>{flag.answer}</answer>" in turn
+    capital = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    (turn,) = plan_turns("answer", capital, "Togo")
+    assert f"{answer_text('Togo')} I know its capital.</reason>" in turn
+    first, _ = plan_turns("text", capital, "Togo")
+    assert f"{answer_text('Togo')} I do not know its capital.</reason>" in first

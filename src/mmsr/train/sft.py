@@ -29,6 +29,7 @@ from mmsr.data.record import Sample, SampleImage
 from mmsr.rollout.batch import collate
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.rollout.trajectory import Trajectory
+from mmsr.train.align import answer_text
 from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from mmsr.train.config import SFTConfig, config_to_dict, config_to_yaml
 from mmsr.train.grpo import micro_batches
@@ -41,7 +42,8 @@ PLANS = ("answer", "image", "image+text", "text")
 # 2: the answer turn after a text search quotes the evidence (`quote_evidence`).
 # 3: the first turn names what the question asks for, in the question's words.
 # 4: search plans are drawn equally often, then a question that fits.
-WORLD_SCRIPTS_VERSION = 4
+# 5: the answer and text plans name the flag in the eye's words (`align.answer_text`).
+WORLD_SCRIPTS_VERSION = 5
 
 
 # ------------------------------------------------------------------------- the loss
@@ -130,8 +132,14 @@ def plan_turns(
         asks = "The question asks which country this flag belongs to."
     else:
         asks = f"The question asks for the {topic}."
+    # Answering from its own knowledge, the model first names the flag in the words the
+    # eye was aligned to answer with (`mmsr.train.align.answer_text`): the name it writes is
+    # then what its eye sees, and a fact answer can follow from that name. Without it, SFT
+    # nano answered "Asia" to "which country's flag is this?" for France, whose flag its
+    # eye names.
     if plan == "answer":
-        return [f"<reason>{asks} I recognise this and know the answer.</reason>{answer}"]
+        known = "" if sample.extra.get("qtype") == "flag" else f" I know its {topic}."
+        return [f"<reason>{asks} {answer_text(entity_name)}{known}</reason>{answer}"]
     look = f"<reason>{asks} I cannot tell which flag this is, so I search with the image.</reason>"
     image = f"{look}<search><img></search>"
     found = f"<reason>The results show the flag of {entity_name}.</reason>"
@@ -146,10 +154,7 @@ def plan_turns(
         )
         return [image, f"{need}{text}", read]
     if plan == "text":
-        unsure = (
-            f"<reason>{asks} This is the flag of {entity_name}, but I do not know its "
-            f"{topic}.</reason>"
-        )
+        unsure = f"<reason>{asks} {answer_text(entity_name)} I do not know its {topic}.</reason>"
         return [f"{unsure}{text}", read]
     raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")
 
