@@ -159,7 +159,7 @@ def test_the_answer_turn_after_a_text_search_quotes_its_results(world_samples):
 
     sample = next(s for s in world_samples if s.extra.get("qtype") == "capital")
     script = world_script("text", sample, "Andorra")
-    first = script(0, [])
+    first = "".join(text for text, _ in script(0, []))
     assert parse_action(first).kind == "text_search"
     found = f"<information>Key facts: - Capital: {sample.answer} - Population: 1</information>"
     last = script(1, [found])
@@ -193,3 +193,26 @@ def test_answering_without_search_names_the_flag_in_the_eyes_words(world_samples
     assert f"{answer_text('Togo')} I know its capital.</reason>" in turn
     first, _ = plan_turns("text", capital, "Togo")
     assert f"{answer_text('Togo')} I do not know its capital.</reason>" in first
+
+
+def test_own_knowledge_is_in_the_context_but_untrained(tiny_policy, world_samples):
+    from mmsr.train.sft import own_knowledge_spans, untrained_pieces, world_script
+
+    policy, engine = tiny_engine(tiny_policy)
+    capital = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    (turn,) = plan_turns("answer", capital, "Togo")
+    pieces = untrained_pieces(turn, own_knowledge_spans("answer", capital, "Togo"))
+    assert "".join(text for text, _ in pieces) == turn
+    assert [text for text, trained in pieces if not trained] == [" Togo", capital.answer]
+    (traj,) = engine.replay([capital], [world_script("answer", capital, "Togo")])
+    tokenizer = policy.tokenizer
+    ids = traj.input_ids[traj.input_ids.ne(tokenizer.pad_token_id)].tolist()
+    scripted = tokenizer.encode(turn, add_special_tokens=False)
+    start = next(i for i in range(len(ids)) if ids[i : i + len(scripted)] == scripted)
+    assert start > 0  # piece by piece, the turn has the tokens of the whole text
+    mask = traj.loss_mask[: len(ids)].tolist()
+    untrained = [ids[i] for i in range(start, start + len(scripted)) if not mask[i]]
+    assert tokenizer.decode(untrained) == f" Togo{capital.answer}"
+    assert all(mask[start : start + 5]) and mask[start + len(scripted)] == 1  # <|im_end|>
+    with pytest.raises(ValueError, match="'Mali' is not in"):
+        untrained_pieces(turn, ["Mali"])

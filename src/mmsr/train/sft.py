@@ -6,7 +6,8 @@ Two sources of trajectories, both turned into exact tensors by `RolloutEngine.re
   answer at once, image search then answer (flag questions), or (attribute questions)
   image search, text search, answer / text search, answer; then a question the plan
   fits. So SFT teaches how to use the tags, and GRPO still has to learn when searching
-  pays off.
+  pays off. What a turn says from the model's own knowledge (the flag's name, an answer
+  given at once) stays untrained: SFT teaches the words around it, not the knowledge.
 - distillation: the assistant turns recorded in any trajectory JSONL (`mmsr eval` output
   lines, or lines holding `question` + `trajectory.turns`), replayed turn by turn.
 """
@@ -43,7 +44,8 @@ PLANS = ("answer", "image", "image+text", "text")
 # 3: the first turn names what the question asks for, in the question's words.
 # 4: search plans are drawn equally often, then a question that fits.
 # 5: the answer and text plans name the flag in the eye's words (`align.answer_text`).
-WORLD_SCRIPTS_VERSION = 5
+# 6: what the model says from its own knowledge (that name; an answer at once) is untrained.
+WORLD_SCRIPTS_VERSION = 6
 
 
 # ------------------------------------------------------------------------- the loss
@@ -159,6 +161,32 @@ def plan_turns(
     raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")
 
 
+def own_knowledge_spans(plan: str, sample: Sample, entity_name: str) -> list[str]:
+    """What the first turn of `plan` says from the model's own knowledge: the flag's name
+    (text and answer plans) and, answering at once, the answer itself. SFT leaves them
+    untrained (`untrained_pieces`): trained on every gold name, unfamiliar flags included,
+    nano learned to guess names from a prior: after SFT it named 18-27 of 48 familiar
+    flags in the tool prompt, where its eye alone named 37-39 (docs/RESULTS.md)."""
+    if plan == "answer":
+        return [f" {entity_name}", sample.answer]
+    if plan == "text":
+        return [f" {entity_name}"]
+    return []
+
+
+def untrained_pieces(turn: str, spans: Sequence[str]) -> list[tuple[str, bool]]:
+    """`turn` as replay pieces `(text, trained)`: each of `spans`, found in order after the
+    previous one, untrained. A span that is not there is an error (a script bug)."""
+    pieces, at = [], 0
+    for span in spans:
+        start = turn.find(span, at)
+        if start < 0 or not span:
+            raise ValueError(f"SFT script: {span!r} is not in {turn[at:]!r}")
+        pieces += [(turn[at:start], True), (span, False)]
+        at = start + len(span)
+    return [(text, trained) for text, trained in [*pieces, (turn[at:], True)] if text]
+
+
 def scripted(turns: Sequence[str]):
     """A replay script that writes `turns` in order (then repeats the last)."""
 
@@ -170,18 +198,20 @@ def scripted(turns: Sequence[str]):
 
 
 def world_script(plan: str, sample: Sample, entity_name: str):
-    """The replay script of `plan`: its turns, the answer turn after a text search quoting
-    the evidence found in that search's results (`quote_evidence`)."""
+    """The replay script of `plan`: its turns, the first one with the model's own knowledge
+    untrained (`own_knowledge_spans`), the answer turn after a text search quoting the
+    evidence found in that search's results (`quote_evidence`)."""
     turns = plan_turns(plan, sample, entity_name)
     topic = question_topic(sample)
     golds = [sample.answer, *sample.aliases]
+    first = untrained_pieces(turns[0], own_knowledge_spans(plan, sample, entity_name))
 
-    def script(turn_index: int, observations: list[str]) -> str:
+    def script(turn_index: int, observations: list[str]):
         last = turn_index >= len(turns) - 1
         if last and plan in ("image+text", "text") and observations:
             evidence = quote_evidence(observations[-1], golds, topic)
             return plan_turns(plan, sample, entity_name, evidence)[-1]
-        return turns[min(turn_index, len(turns) - 1)]
+        return first if turn_index == 0 else turns[min(turn_index, len(turns) - 1)]
 
     return script
 
