@@ -159,7 +159,7 @@ def test_the_answer_turn_after_a_text_search_quotes_its_results(world_samples):
 
     sample = next(s for s in world_samples if s.extra.get("qtype") == "capital")
     script = world_script("text", sample, "Andorra")
-    first = "".join(text for text, _ in script(0, []))
+    first = script(0, [])
     assert parse_action(first).kind == "text_search"
     found = f"<information>Key facts: - Capital: {sample.answer} - Population: 1</information>"
     last = script(1, [found])
@@ -195,24 +195,49 @@ def test_answering_without_search_names_the_flag_in_the_eyes_words(world_samples
     assert f"{answer_text('Togo')} I do not know its capital.</reason>" in first
 
 
-def test_own_knowledge_is_in_the_context_but_untrained(tiny_policy, world_samples):
-    from mmsr.train.sft import own_knowledge_spans, untrained_pieces, world_script
+def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world_samples):
+    from mmsr.train.sft import OwnWords, speak_own_words, world_sft_scripts
+    from mmsr.world.load import load_world
 
-    policy, engine = tiny_engine(tiny_policy)
+    world = load_world()
+    flag = next(s for s in world_samples if s.extra.get("qtype") == "flag")
     capital = next(s for s in world_samples if s.extra.get("qtype") == "capital")
-    (turn,) = plan_turns("answer", capital, "Togo")
-    pieces = untrained_pieces(turn, own_knowledge_spans("answer", capital, "Togo"))
-    assert "".join(text for text, _ in pieces) == turn
-    assert [text for text, trained in pieces if not trained] == [" Togo", capital.answer]
-    (traj,) = engine.replay([capital], [world_script("answer", capital, "Togo")])
-    tokenizer = policy.tokenizer
-    ids = traj.input_ids[traj.input_ids.ne(tokenizer.pad_token_id)].tolist()
-    scripted = tokenizer.encode(turn, add_special_tokens=False)
-    start = next(i for i in range(len(ids)) if ids[i : i + len(scripted)] == scripted)
-    assert start > 0  # piece by piece, the turn has the tokens of the whole text
-    mask = traj.loss_mask[: len(ids)].tolist()
-    untrained = [ids[i] for i in range(start, start + len(scripted)) if not mask[i]]
-    assert tokenizer.decode(untrained) == f" Togo{capital.answer}"
-    assert all(mask[start : start + 5]) and mask[start + len(scripted)] == 1  # <|im_end|>
-    with pytest.raises(ValueError, match="'Mali' is not in"):
-        untrained_pieces(turn, ["Mali"])
+    asked = []
+
+    def speaker(samples, starts):  # a fake model: names Chad, answers "Paris", or nothing
+        asked.extend(starts)
+        if starts[0].endswith("<answer>"):
+            return ["Paris</answer>" for _ in samples]
+        return ["Chad. I know its" if s is not flag else "" for s in samples]
+
+    plans = ["answer", "answer", "text", "image"]
+    own = speak_own_words(speaker, [flag, capital, capital, flag], plans, ["A", "B", "C", "D"])
+    assert own == [
+        OwnWords(name="A", answer="A"),  # said nothing: the gold name, answered as said
+        OwnWords(name="Chad", answer="Paris"),
+        OwnWords(name="Chad", answer="Chad"),
+        None,
+    ]
+    assert asked[1].endswith("The question asks for the capital. This is the flag of")
+    assert asked[-1].endswith("This is the flag of Chad. I know its capital.</reason><answer>")
+    (turn,) = plan_turns("answer", capital, "Togo", own=own[1])
+    assert "This is the flag of Chad. I know its capital.</reason><answer>Paris</answer>" in turn
+
+    # A text plan looks up the country the model named and answers what the results say
+    # about it: Chad's capital, whatever the question's own country.
+    samples, scripts, plans = world_sft_scripts([capital], 6, 0.0, 0, speaker)
+    text = next(script for script, plan in zip(scripts, plans, strict=True) if plan == "text")
+    assert "<text_search>Chad capital</text_search>" in text(0, [])
+    chad = world.entity(next(e.id for e in world.entities if e.name == "Chad"))
+    found = f"<information>Key facts: - Capital: {chad.facts['capital'].answer}</information>"
+    assert text(1, [found]).endswith(f"<answer>{chad.facts['capital'].answer}</answer>")
+
+
+def test_the_engine_speaker_continues_the_replays_first_turn(tiny_policy, world_samples):
+    from mmsr.train.sft import engine_speaker
+
+    _, engine = tiny_engine(tiny_policy)
+    replies = engine_speaker(engine, batch_size=2, max_new_tokens=4)(
+        world_samples[:3], ["<reason>The question", "<reason>", "<reason>A"]
+    )
+    assert len(replies) == 3 and all(isinstance(r, str) for r in replies)

@@ -1,4 +1,5 @@
-"""Plain greedy chat generation with a policy (no tools): one prompt, optional images."""
+"""Plain greedy chat generation with a policy (no tools): one prompt, optional images;
+`generate_batch` for many images at once."""
 
 from __future__ import annotations
 
@@ -99,3 +100,48 @@ def chat_once(
     images = [] if image is None else [image]
     message = user_message(prompt, n_images=len(images))
     return generate_reply(policy, [message], images, max_new_tokens=max_new_tokens).text
+
+
+def generate_batch(
+    policy: Policy,
+    images: Sequence[Image.Image],
+    prompt: str | Sequence[str],
+    max_new_tokens: int = 16,
+    prefix: str | Sequence[str] = "",
+) -> list[str]:
+    """Greedy replies about each image (one user turn each: the image, then `prompt`, one
+    for all or one per image), left-padded; each reply continues its `prefix` (the start of
+    the assistant turn, not returned) and is stripped."""
+    n = len(images)
+    prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+    prefixes = [prefix] * n if isinstance(prefix, str) else list(prefix)
+    if not len(prompts) == len(prefixes) == n:
+        raise ValueError(f"{n} images but {len(prompts)} prompts and {len(prefixes)} prefixes")
+    processor = policy.processor
+    texts = [
+        processor.apply_chat_template(
+            [user_message(p, n_images=1)], tokenize=False, add_generation_prompt=True
+        )
+        + start
+        for p, start in zip(prompts, prefixes, strict=True)
+    ]
+    tokenizer = processor.tokenizer
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        inputs = processor(text=texts, images=list(images), return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = side
+    inputs = inputs.to(policy.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(policy.dtype)
+    stop = stop_token_ids(policy)
+    with torch.inference_mode():
+        output = policy.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0],
+        )
+    new = output[:, inputs["input_ids"].shape[1] :]
+    return [r.strip() for r in tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -73,11 +73,8 @@ if TYPE_CHECKING:
 # given the turn's tokens so far (`tokens=`), to steer on what the model wrote.
 TokenForcer = Callable[[int, int, int, int], "int | None"]
 FREE_NO_STOP = -1
-# A replay script: (0-based turn index, texts of the observations so far) -> assistant text,
-# either one string (all of it trained) or pieces `(text, trained)`: an untrained piece is
-# in the context but gets loss mask 0 (SFT then teaches the words around it, not it).
-ScriptTurn = str | Sequence[tuple[str, bool]]
-Script = Callable[[int, list[str]], ScriptTurn]
+# A replay script: (0-based turn index, texts of the observations so far) -> assistant text.
+Script = Callable[[int, list[str]], str]
 
 
 @dataclass
@@ -430,10 +427,15 @@ class RolloutEngine:
 
         async def play(conversation: _Conversation, script: Script) -> None:
             while not conversation.done:
-                turn = script(len(conversation.turns), list(conversation.observations))
-                tokens, mask = self._script_tokens(turn, conversation)
+                text = script(len(conversation.turns), list(conversation.observations))
+                if not isinstance(text, str):
+                    raise TypeError(
+                        f"replay script {conversation.group} returned "
+                        f"{type(text).__name__} for turn {conversation.turn}, not str"
+                    )
+                tokens = self.tokenizer.encode(text, add_special_tokens=False) + [self.im_end]
                 conversation.ids += tokens
-                conversation.mask += mask
+                conversation.mask += [1] * len(tokens)
                 conversation.logp += [0.0] * len(tokens)
                 conversation.turn_tokens = tokens
                 self._extend_text_positions(conversation, len(tokens))
@@ -446,24 +448,6 @@ class RolloutEngine:
 
         asyncio.run(play_all())
         return [self._finish(conversation) for conversation in conversations]
-
-    def _script_tokens(self, turn: ScriptTurn, conversation) -> tuple[list[int], list[int]]:
-        """A scripted turn's tokens (ending with `<|im_end|>`) and their loss mask. Pieces
-        are tokenised one by one: split before a space or a tag, as the scripts do, this
-        gives the tokens of the whole text (the tokenizer pre-splits words there)."""
-        pieces = [(turn, True)] if isinstance(turn, str) else turn
-        pieces = pieces if isinstance(pieces, list | tuple) else [pieces]
-        tokens, mask = [], []
-        for piece in pieces:
-            if not (isinstance(piece, tuple) and len(piece) == 2 and isinstance(piece[0], str)):
-                raise TypeError(
-                    f"replay script {conversation.group} returned {piece!r} for turn "
-                    f"{conversation.turn}: want a str or (text, trained) pairs"
-                )
-            ids = self.tokenizer.encode(piece[0], add_special_tokens=False)
-            tokens += ids
-            mask += [int(bool(piece[1]))] * len(ids)
-        return tokens + [self.im_end], mask + [1]
 
     # ----------------------------------------------------------------- conversations
     def _start(self, sample: Sample, group: int, index: int, seed: int) -> _Conversation:

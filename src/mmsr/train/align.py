@@ -61,8 +61,11 @@ CHECKPOINT_NAME = "align_checkpoint.pt"
 STAGES = ("classify", "embed", "lm")
 
 
+NAMING = "This is the flag of"
+
+
 def answer_text(name: str) -> str:
-    return f"This is the flag of {name}."
+    return f"{NAMING} {name}."
 
 
 @dataclass

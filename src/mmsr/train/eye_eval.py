@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from mmsr.models.generate import stop_token_ids, user_message
+from mmsr.models.generate import generate_batch
 from mmsr.reward import normalize_answer
 from mmsr.train.align import QUESTION
 from mmsr.train.flag_batches import EVAL_STREAM, FlagPhotos, flag_entities, photo_seed
@@ -52,36 +50,6 @@ class NameIndex:
                 candidate = (position, -len(key), entity_id)
                 best = candidate if best is None or candidate < best else best
         return None if best is None else best[2]
-
-
-def generate_batch(policy, images, prompt: str, max_new_tokens: int = 16) -> list[str]:
-    """Greedy replies to `prompt` about each image (one user turn each), left-padded."""
-    processor = policy.processor
-    text = processor.apply_chat_template(
-        [user_message(prompt, n_images=1)], tokenize=False, add_generation_prompt=True
-    )
-    tokenizer = processor.tokenizer
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        inputs = processor(
-            text=[text] * len(images), images=list(images), return_tensors="pt", padding=True
-        )
-    finally:
-        tokenizer.padding_side = side
-    inputs = inputs.to(policy.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(policy.dtype)
-    stop = stop_token_ids(policy)
-    with torch.inference_mode():
-        output = policy.model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stop,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0],
-        )
-    new = output[:, inputs["input_ids"].shape[1] :]
-    return [r.strip() for r in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 def score_eye(

@@ -7,7 +7,7 @@ Two sources of trajectories, both turned into exact tensors by `RolloutEngine.re
   image search, text search, answer / text search, answer; then a question the plan
   fits. So SFT teaches how to use the tags, and GRPO still has to learn when searching
   pays off. What a turn says from the model's own knowledge (the flag's name, an answer
-  given at once) stays untrained: SFT teaches the words around it, not the knowledge.
+  given at once) is the model's own greedy words: SFT teaches the tags, not knowledge.
 - distillation: the assistant turns recorded in any trajectory JSONL (`mmsr eval` output
   lines, or lines holding `question` + `trajectory.turns`), replayed turn by turn.
 """
@@ -18,7 +18,8 @@ import json
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ PLANS = ("answer", "image", "image+text", "text")
 # 3: the first turn names what the question asks for, in the question's words.
 # 4: search plans are drawn equally often, then a question that fits.
 # 5: the answer and text plans name the flag in the eye's words (`align.answer_text`).
-# 6: what the model says from its own knowledge (that name; an answer at once) is untrained.
+# 6: what the model says from its own knowledge (that name, an answer at once) is its own
+#    greedy words, not the gold ones.
 WORLD_SCRIPTS_VERSION = 6
 
 
@@ -118,73 +120,65 @@ def question_topic(sample: Sample) -> str:
     return TOPICS.get(qtype, qtype.replace("_", " "))
 
 
+@dataclass(frozen=True)
+class OwnWords:
+    """What the model itself says (greedy, before SFT) where a script speaks from its own
+    knowledge: how it names the flag, and its answer when it answers at once."""
+
+    name: str
+    answer: str
+
+
+def asks_for(sample: Sample) -> str:
+    """Every plan's first words: what the question asks for, copied from it (the text
+    search later copies the topic from there: "I look up its continent")."""
+    if sample.extra.get("qtype") == "flag":
+        return "The question asks which country this flag belongs to."
+    return f"The question asks for the {question_topic(sample)}."
+
+
 def plan_turns(
-    plan: str, sample: Sample, entity_name: str, evidence: str | None = None
+    plan: str,
+    sample: Sample,
+    entity_name: str,
+    evidence: str | None = None,
+    own: OwnWords | None = None,
+    read_answer: str | None = None,
 ) -> list[str]:
-    """The assistant turns of `plan` for `sample` (the answer is the gold one). After a
-    text search the answer turn quotes `evidence` (the result's words that state the
-    answer) when there is one: a small model learns to copy the answer out of the results
-    when its reasoning first copies the line that holds it."""
+    """The assistant turns of `plan` for `sample`. Where the model speaks from its own
+    knowledge (the flag's name in the answer and text plans, an answer given at once) the
+    words are `own` (the gold ones when None). Read from search results, they are the
+    results' words: the flag shown (`entity_name`), the answer the text search states
+    (`read_answer`, else the gold one), quoting `evidence` (the result's words that state
+    it) when there is one: a small model learns to copy the answer out of the results when
+    its reasoning first copies the line that holds it."""
     answer = f"<answer>{sample.answer}</answer>"
     topic = question_topic(sample)
-    query = f"{entity_name} {topic}"
-    # Every plan's first reasoning names what the question asks for, copied from it: the
-    # text search later copies the topic from there ("I look up its continent").
-    if sample.extra.get("qtype") == "flag":
-        asks = "The question asks which country this flag belongs to."
-    else:
-        asks = f"The question asks for the {topic}."
-    # Answering from its own knowledge, the model first names the flag in the words the
-    # eye was aligned to answer with (`mmsr.train.align.answer_text`): the name it writes is
-    # then what its eye sees, and a fact answer can follow from that name. Without it, SFT
-    # nano answered "Asia" to "which country's flag is this?" for France, whose flag its
-    # eye names.
+    asks = asks_for(sample)
+    named = own.name if own else entity_name
+    # Answering from its own knowledge, the model first names the flag in the words its
+    # eye was aligned with (`mmsr.train.align.answer_text`), so the name is what its eye
+    # sees and a fact can follow from it.
     if plan == "answer":
         known = "" if sample.extra.get("qtype") == "flag" else f" I know its {topic}."
-        return [f"<reason>{asks} {answer_text(entity_name)}{known}</reason>{answer}"]
+        said = f"<answer>{own.answer}</answer>" if own else answer
+        return [f"<reason>{asks} {answer_text(named)}{known}</reason>{said}"]
     look = f"<reason>{asks} I cannot tell which flag this is, so I search with the image.</reason>"
     image = f"{look}<search><img></search>"
     found = f"<reason>The results show the flag of {entity_name}.</reason>"
-    text = f"<text_search>{query}</text_search>"
     if plan == "image":
         return [image, f"{found}{answer}"]
     said = f"The results say: {evidence}." if evidence else f"The results give the {topic}."
-    read = f"<reason>{said}</reason>{answer}"
+    read = f"<reason>{said}</reason><answer>{read_answer or sample.answer}</answer>"
     if plan == "image+text":
         need = (
             f"<reason>The results show the flag of {entity_name}; I look up its {topic}.</reason>"
         )
-        return [image, f"{need}{text}", read]
+        return [image, f"{need}<text_search>{entity_name} {topic}</text_search>", read]
     if plan == "text":
-        unsure = f"<reason>{asks} {answer_text(entity_name)} I do not know its {topic}.</reason>"
-        return [f"{unsure}{text}", read]
+        unsure = f"<reason>{asks} {answer_text(named)} I do not know its {topic}.</reason>"
+        return [f"{unsure}<text_search>{named} {topic}</text_search>", read]
     raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")
-
-
-def own_knowledge_spans(plan: str, sample: Sample, entity_name: str) -> list[str]:
-    """What the first turn of `plan` says from the model's own knowledge: the flag's name
-    (text and answer plans) and, answering at once, the answer itself. SFT leaves them
-    untrained (`untrained_pieces`): trained on every gold name, unfamiliar flags included,
-    nano learned to guess names from a prior: after SFT it named 18-27 of 48 familiar
-    flags in the tool prompt, where its eye alone named 37-39 (docs/RESULTS.md)."""
-    if plan == "answer":
-        return [f" {entity_name}", sample.answer]
-    if plan == "text":
-        return [f" {entity_name}"]
-    return []
-
-
-def untrained_pieces(turn: str, spans: Sequence[str]) -> list[tuple[str, bool]]:
-    """`turn` as replay pieces `(text, trained)`: each of `spans`, found in order after the
-    previous one, untrained. A span that is not there is an error (a script bug)."""
-    pieces, at = [], 0
-    for span in spans:
-        start = turn.find(span, at)
-        if start < 0 or not span:
-            raise ValueError(f"SFT script: {span!r} is not in {turn[at:]!r}")
-        pieces += [(turn[at:start], True), (span, False)]
-        at = start + len(span)
-    return [(text, trained) for text, trained in [*pieces, (turn[at:], True)] if text]
 
 
 def scripted(turns: Sequence[str]):
@@ -197,31 +191,91 @@ def scripted(turns: Sequence[str]):
     return script
 
 
-def world_script(plan: str, sample: Sample, entity_name: str):
-    """The replay script of `plan`: its turns, the first one with the model's own knowledge
-    untrained (`own_knowledge_spans`), the answer turn after a text search quoting the
-    evidence found in that search's results (`quote_evidence`)."""
-    turns = plan_turns(plan, sample, entity_name)
+def world_script(
+    plan: str,
+    sample: Sample,
+    entity_name: str,
+    own: OwnWords | None = None,
+    read_golds: Sequence[str] | None = None,
+):
+    """The replay script of `plan`: its turns (`plan_turns`), the answer turn after a text
+    search quoting the evidence found in that search's results (`quote_evidence`) for
+    `read_golds`: the answer the results state about the flag the model named (the gold
+    answer and its aliases when None)."""
+    turns = plan_turns(plan, sample, entity_name, own=own)
     topic = question_topic(sample)
-    golds = [sample.answer, *sample.aliases]
-    first = untrained_pieces(turns[0], own_knowledge_spans(plan, sample, entity_name))
+    golds = list(read_golds) if read_golds else [sample.answer, *sample.aliases]
 
-    def script(turn_index: int, observations: list[str]):
+    def script(turn_index: int, observations: list[str]) -> str:
         last = turn_index >= len(turns) - 1
         if last and plan in ("image+text", "text") and observations:
             evidence = quote_evidence(observations[-1], golds, topic)
-            return plan_turns(plan, sample, entity_name, evidence)[-1]
-        return first if turn_index == 0 else turns[min(turn_index, len(turns) - 1)]
+            return plan_turns(plan, sample, entity_name, evidence, own, golds[0])[-1]
+        return turns[min(turn_index, len(turns) - 1)]
 
     return script
 
 
+# (samples, starts of their first assistant turn) -> the policy's greedy continuations, in
+# the replay's context (image, tool instruction, question).
+Speaker = Callable[[list[Sample], list[str]], list[str]]
+
+
+def first_phrase(text: str, max_words: int = 8) -> str:
+    """A continuation cut at its first sentence mark or tag: the name or answer it says."""
+    phrase = re.split(r"[.,;:!?<>\n]", text, maxsplit=1)[0].strip()
+    return " ".join(phrase.split()[:max_words])
+
+
+def speak_own_words(
+    speaker: Speaker, samples: Sequence[Sample], plans: Sequence[str], gold_names: Sequence[str]
+) -> list[OwnWords | None]:
+    """The model's own words for each answer / text plan (None for the others): the flag's
+    name it writes after "This is the flag of", then, answering an attribute question at
+    once, its answer after "... I know its <topic>.</reason><answer>". An empty reply
+    (a model that says nothing there) falls back to the gold words."""
+    from mmsr.train.align import NAMING
+
+    own: list[OwnWords | None] = [None] * len(samples)
+    speaking = [i for i, plan in enumerate(plans) if plan in ("answer", "text")]
+    if not speaking:
+        return own
+    starts = [f"<reason>{asks_for(samples[i])} {NAMING}" for i in speaking]
+    replies = speaker([samples[i] for i in speaking], starts)
+    names = {
+        i: first_phrase(reply) or gold_names[i] for i, reply in zip(speaking, replies, strict=True)
+    }
+    answering = [
+        i for i in speaking if plans[i] == "answer" and samples[i].extra.get("qtype") != "flag"
+    ]
+    starts = [
+        f"<reason>{asks_for(samples[i])} {answer_text(names[i])} I know its "
+        f"{question_topic(samples[i])}.</reason><answer>"
+        for i in answering
+    ]
+    answered = speaker([samples[i] for i in answering], starts) if answering else []
+    answers = dict(zip(answering, answered, strict=True))
+    for i in speaking:
+        said = first_phrase(answers[i]) if i in answers else names[i]
+        own[i] = OwnWords(name=names[i], answer=said or samples[i].answer)
+    return own
+
+
 def world_sft_scripts(
-    samples: Sequence[Sample], n: int, p_direct: float, seed: int
+    samples: Sequence[Sample],
+    n: int,
+    p_direct: float,
+    seed: int,
+    speaker: Speaker | None = None,
 ) -> tuple[list[Sample], list[Any], list[str]]:
     """`n` (sample, script, plan) triples: a random plan (`choose_plan`), then a question
     it fits drawn with replacement from world `samples` (a plan no question fits is
-    drawn again)."""
+    drawn again). With a `speaker` (the policy about to be trained), what a script says
+    from the model's own knowledge is the model's own words (`speak_own_words`): SFT
+    teaches the tags and the words around that knowledge, never the knowledge itself.
+    Trained on the gold names instead, unfamiliar flags included, nano learned to guess
+    names from a prior (docs/RESULTS.md, "SFT and the eye")."""
+    from mmsr.train.eye_eval import NameIndex
     from mmsr.world.load import load_world
 
     world = load_world()
@@ -232,16 +286,26 @@ def world_sft_scripts(
         if not sample.extra.get("entity"):
             raise ValueError(f"sample {sample.id}: world SFT needs extra.entity (a world question)")
     fitting = {plan: [s for s in samples if plan_fits(plan, s)] for plan in PLANS}
-    chosen, scripts, plans = [], [], []
+    chosen, plans = [], []
     while len(chosen) < n:
         plan = choose_plan(rng, p_direct)
         if not fitting[plan]:
             continue
-        sample = fitting[plan][rng.randrange(len(fitting[plan]))]
-        entity = sample.extra["entity"]
-        chosen.append(sample)
-        scripts.append(world_script(plan, sample, world.entity(entity).name))
+        chosen.append(fitting[plan][rng.randrange(len(fitting[plan]))])
         plans.append(plan)
+    gold_names = [world.entity(s.extra["entity"]).name for s in chosen]
+    own = speak_own_words(speaker, chosen, plans, gold_names) if speaker else [None] * n
+    index = NameIndex(world)
+    scripts = []
+    for sample, plan, name, words in zip(chosen, plans, gold_names, own, strict=True):
+        read_golds = None
+        if plan == "text" and words is not None:
+            # The text search looks up the flag the model named: its results state that
+            # country's fact, so the answer read from them is that fact.
+            named = index.named(words.name)
+            fact = world.entity(named).facts.get(sample.extra["qtype"]) if named else None
+            read_golds = [fact.answer, *fact.aliases] if fact else None
+        scripts.append(world_script(plan, sample, name, words, read_golds))
     return chosen, scripts, plans
 
 
@@ -287,6 +351,25 @@ def read_distillation(path: Path, only_correct: bool = True) -> tuple[list[Sampl
     return samples, scripts
 
 
+def engine_speaker(engine, batch_size: int = 16, max_new_tokens: int = 12) -> Speaker:
+    """The engine's policy as a `Speaker`: greedy, in the replay's first-turn context."""
+    from mmsr.models.generate import generate_batch, open_image
+    from mmsr.rollout.prompts import first_turn_text
+
+    def speak(samples: list[Sample], starts: list[str]) -> list[str]:
+        replies: list[str] = []
+        for at in range(0, len(samples), batch_size):
+            chunk = samples[at : at + batch_size]
+            images = [open_image(s.images[0].bytes or s.images[0].path) for s in chunk]
+            prompts = [first_turn_text(s.question, engine.config.limits) for s in chunk]
+            replies += generate_batch(
+                engine.policy, images, prompts, max_new_tokens, starts[at : at + batch_size]
+            )
+        return replies
+
+    return speak
+
+
 def build_sft_trajectories(
     config: SFTConfig, engine, console: Console | None = None
 ) -> tuple[list[Trajectory], dict[str, int]]:
@@ -297,7 +380,7 @@ def build_sft_trajectories(
 
         pool = load_eval_samples(config.data)
         samples, scripts, plans = world_sft_scripts(
-            pool, config.n_trajectories, config.p_direct, config.run.seed
+            pool, config.n_trajectories, config.p_direct, config.run.seed, engine_speaker(engine)
         )
     else:
         samples, scripts = read_distillation(Path(config.data))
