@@ -1,7 +1,7 @@
 """GRPO update time with count-only micro-batches vs a padded-token cap, side by side.
 
     python bench/grpo_microbatch_ab.py --model runs/replicate-nano/sft/final \
-        --data runs/replicate-nano/balance-train/train.parquet --threads 2
+        --data runs/replicate-nano/balance-train/balanced.parquet --threads 2
 
 One rollout (questions x n, the configured local search tools), then the same GRPO update
 on those trajectories, alternating `grpo.micro_batch_tokens` 0 (every trajectory in one

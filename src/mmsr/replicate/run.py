@@ -42,7 +42,7 @@ from mmsr.stages import StageClock, begin, file_digest, finish, open_run, remove
 RESULTS_FILES = ("results.md", "results.json", "plots")
 STAGE_FOLDERS = ("eye", "balance-test", "balance-train", "sft", "grpo-main",
                  "grpo-no-penalty", "grpo-unbalanced", "eval")  # fmt: skip
-BALANCED, UNBALANCED = "train.parquet", "unbalanced.parquet"
+BALANCED, UNBALANCED = "balanced.parquet", "unbalanced.parquet"
 
 
 def clear_stages(out: Path) -> None:
@@ -234,7 +234,8 @@ def balance_stage(
               "balance": dataclasses.asdict(balance), "lenient": config.balance_lenient,
               "max_new_tokens": config.balance_max_new_tokens,
               "search": config.search_config}  # fmt: skip
-    if (done := reuse(folder, params, console, state, BALANCED)) is not None:
+    # The record names its files: runs before stop 17 wrote "train.parquet" for both splits.
+    if (done := reuse(folder, params, console, state, "")) is not None:
         _print_counts(split, done["counts"], console)
         return done
     begin(folder, params, console)
