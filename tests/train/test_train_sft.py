@@ -196,30 +196,46 @@ def test_answering_without_search_names_the_flag_in_the_eyes_words(world_samples
 
 
 def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world_samples):
-    from mmsr.train.sft import OwnWords, speak_own_words, world_sft_scripts
+    from mmsr.train.sft import OwnWords, looks_like_an_answer, speak_own_words, world_sft_scripts
     from mmsr.world.load import load_world
+    from mmsr.world.questions import TEMPLATES
 
-    world = load_world()
     flag = next(s for s in world_samples if s.extra.get("qtype") == "flag")
     capital = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    other = next(s for s in world_samples if s.extra.get("qtype") == "capital" and s is not capital)
     asked = []
 
-    def speaker(samples, starts):  # a fake model: names Chad, answers "Paris", or nothing
-        asked.extend(starts)
-        if starts[0].endswith("<answer>"):
-            return ["Paris</answer>" for _ in samples]
-        return ["Chad. I know its" if s is not flag else "" for s in samples]
+    def speaker(samples, starts):  # a fake model
+        asked.extend(zip(samples, starts, strict=True))
+        if starts[0].endswith("<answer>"):  # answers: a real one, or a sentence
+            return ["Paris</answer>" if s.id == capital.id else "The answer is the capital"
+                    for s in samples]  # fmt: skip
+        # names: nothing, Chad, or not an entity
+        return [
+            "" if s.id == flag.id else "Chad. I know" if s.id == capital.id else "a red flag"
+            for s in samples
+        ]
 
-    plans = ["answer", "answer", "text", "image"]
-    own = speak_own_words(speaker, [flag, capital, capital, flag], plans, ["A", "B", "C", "D"])
+    plans = ["answer", "answer", "text", "image", "answer"]
+    chosen = [flag, capital, capital, flag, other]
+    own = speak_own_words(speaker, chosen, plans, ["A", "B", "C", "D", "E"], lambda t: t == "Chad")
     assert own == [
-        OwnWords(name="A", answer="A"),  # said nothing: the gold name, answered as said
+        OwnWords(name="A", answer="A"),  # said no name: the gold one, answered as said
         OwnWords(name="Chad", answer="Paris"),
         OwnWords(name="Chad", answer="Chad"),
         None,
+        OwnWords(name="E", answer=other.answer),  # "a red flag", then a sentence: gold words
     ]
-    assert asked[1].endswith("The question asks for the capital. This is the flag of")
-    assert asked[-1].endswith("This is the flag of Chad. I know its capital.</reason><answer>")
+    names = [(s, start) for s, start in asked if not start.endswith("<answer>")]
+    assert all(s.question == TEMPLATES["flag"] for s, _ in names)  # named as a flag question
+    assert all(start.endswith("belongs to. This is the flag of") for _, start in names)
+    answer_starts = [start for _, start in asked if start.endswith("<answer>")]
+    assert answer_starts[0].endswith(
+        "The question asks for the capital. This is the flag of Chad. I know its capital."
+        "</reason><answer>"
+    )
+    assert looks_like_an_answer("Paris", "capital")
+    assert not looks_like_an_answer("The capital of Chad", "capital")
     (turn,) = plan_turns("answer", capital, "Togo", own=own[1])
     assert "This is the flag of Chad. I know its capital.</reason><answer>Paris</answer>" in turn
 
@@ -228,7 +244,8 @@ def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world
     samples, scripts, plans = world_sft_scripts([capital], 6, 0.0, 0, speaker)
     text = next(script for script, plan in zip(scripts, plans, strict=True) if plan == "text")
     assert "<text_search>Chad capital</text_search>" in text(0, [])
-    chad = world.entity(next(e.id for e in world.entities if e.name == "Chad"))
+    world = load_world()
+    chad = next(e for e in world.entities if e.name == "Chad")
     found = f"<information>Key facts: - Capital: {chad.facts['capital'].answer}</information>"
     assert text(1, [found]).endswith(f"<answer>{chad.facts['capital'].answer}</answer>")
 

@@ -14,6 +14,7 @@ Two sources of trajectories, both turned into exact tensors by `RolloutEngine.re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -49,7 +50,10 @@ PLANS = ("answer", "image", "image+text", "text")
 #    the name ("This is the flag of. I know its continent.").
 # 7: what the model says from its own knowledge (that name, an answer at once) is its own
 #    greedy words, not the gold ones.
-WORLD_SCRIPTS_VERSION = 7
+# 8: the name asked in the flag question's context and kept only when it names an entity;
+#    an own answer kept only when it is a short answer (v7 taught "This is the flag of
+#    the country or territory whose flag is shown." and "The answer is the continent").
+WORLD_SCRIPTS_VERSION = 8
 
 
 # ------------------------------------------------------------------------- the loss
@@ -229,24 +233,47 @@ def first_phrase(text: str, max_words: int = 8) -> str:
     return " ".join(phrase.split()[:max_words])
 
 
+def looks_like_an_answer(text: str, topic: str, max_words: int = 5) -> bool:
+    """A short answer, not a sentence about the question: base nano often "answers" with
+    "The answer is the continent" or "The official language of the country ..."."""
+    words = text.lower().split()
+    echoes = {"answer", "country", "flag", "question", *topic.lower().split()}
+    return 0 < len(words) <= max_words and not echoes & set(words)
+
+
 def speak_own_words(
-    speaker: Speaker, samples: Sequence[Sample], plans: Sequence[str], gold_names: Sequence[str]
+    speaker: Speaker,
+    samples: Sequence[Sample],
+    plans: Sequence[str],
+    gold_names: Sequence[str],
+    is_name: Callable[[str], bool],
 ) -> list[OwnWords | None]:
-    """The model's own words for each answer / text plan (None for the others): the flag's
-    name it writes after "This is the flag of", then, answering an attribute question at
-    once, its answer after "... I know its <topic>.</reason><answer>". An empty reply
-    (a model that says nothing there) falls back to the gold words."""
+    """The model's own words for each answer / text plan (None for the others).
+
+    The name: what it writes after "This is the flag of" about the same image asked "which
+    country's flag is this?" (the flag question's context: asked with an attribute question,
+    base nano mostly copies the question's subject, "the country or territory whose flag
+    is shown"). The answer, for an attribute question answered at once: what it writes
+    after "... I know its <topic>.</reason><answer>" in its own question's context. Where
+    the model names no entity (`is_name`) or writes no short answer
+    (`looks_like_an_answer`), the gold words stand in: SFT must not teach non-answers."""
     from mmsr.train.align import NAMING
+    from mmsr.world.questions import FLAG, TEMPLATES
 
     own: list[OwnWords | None] = [None] * len(samples)
     speaking = [i for i, plan in enumerate(plans) if plan in ("answer", "text")]
     if not speaking:
         return own
-    starts = [f"<reason>{asks_for(samples[i])} {NAMING}" for i in speaking]
-    replies = speaker([samples[i] for i in speaking], starts)
-    names = {
-        i: first_phrase(reply) or gold_names[i] for i, reply in zip(speaking, replies, strict=True)
-    }
+    flag = {"qtype": FLAG}
+    asked = [
+        dataclasses.replace(samples[i], question=TEMPLATES[FLAG], extra=flag) for i in speaking
+    ]
+    starts = [f"<reason>{asks_for(sample)} {NAMING}" for sample in asked]
+    replies = speaker(asked, starts)
+    names = {}
+    for i, reply in zip(speaking, replies, strict=True):
+        name = first_phrase(reply)
+        names[i] = name if is_name(name) else gold_names[i]
     answering = [
         i for i in speaking if plans[i] == "answer" and samples[i].extra.get("qtype") != "flag"
     ]
@@ -259,7 +286,9 @@ def speak_own_words(
     answers = dict(zip(answering, answered, strict=True))
     for i in speaking:
         said = first_phrase(answers[i]) if i in answers else names[i]
-        own[i] = OwnWords(name=names[i], answer=said or samples[i].answer)
+        if not looks_like_an_answer(said, question_topic(samples[i])) and i in answers:
+            said = samples[i].answer
+        own[i] = OwnWords(name=names[i], answer=said)
     return own
 
 
@@ -296,8 +325,12 @@ def world_sft_scripts(
         chosen.append(fitting[plan][rng.randrange(len(fitting[plan]))])
         plans.append(plan)
     gold_names = [world.entity(s.extra["entity"]).name for s in chosen]
-    own = speak_own_words(speaker, chosen, plans, gold_names) if speaker else [None] * n
     index = NameIndex(world)
+
+    def is_name(text: str) -> bool:
+        return index.named(text) is not None
+
+    own = speak_own_words(speaker, chosen, plans, gold_names, is_name) if speaker else [None] * n
     scripts = []
     for sample, plan, name, words in zip(chosen, plans, gold_names, own, strict=True):
         read_golds = None
