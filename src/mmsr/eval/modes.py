@@ -152,13 +152,10 @@ def rag_actions(question: str, rag_query: str = "question") -> tuple[tuple[str, 
     return (("<search><img></search>", True), text, ("<answer>", False))
 
 
-class ModelReasoningRagForcer:
-    """The RAG workflow with the model's own reasoning: each turn starts with `<reason>`,
-    the model reasons (it cannot end the turn there), and once it closes `</reason>` (or
-    after `RAG_REASON_LIMIT` tokens, when the forcer closes it) the turn's action is forced
-    (`rag_actions`); the model then completes an open action (query, answer)."""
-
-    reads_tokens = True
+class _RagForcerBase:
+    """What both RAG forcers share: the end-of-turn token, and the caller's budget for the
+    model's own part of a turn (the engine's per-turn budget is raised to fit the forced
+    part)."""
 
     def __init__(
         self,
@@ -167,12 +164,33 @@ class ModelReasoningRagForcer:
         rag_query: str = "question",
         max_new_tokens: int | None = None,
     ):
-        from mmsr.rollout.engine import FREE_NO_STOP
-
-        self.free_no_stop = FREE_NO_STOP
         self.tokenizer = tokenizer
         self.end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens  # the model's own tokens per turn, if limited
+        self.build(samples, rag_query)
+
+    def build(self, samples: Sequence[Sample], rag_query: str) -> None:
+        """Each forcer's own turns for `samples`, and `self.longest`."""
+        raise NotImplementedError
+
+    def own_part_spent(self, used: int) -> bool:
+        """Whether the model has written its `max_new_tokens` after the forced part."""
+        return self.max_new_tokens is not None and used >= self.max_new_tokens
+
+
+class ModelReasoningRagForcer(_RagForcerBase):
+    """The RAG workflow with the model's own reasoning: each turn starts with `<reason>`,
+    the model reasons (it cannot end the turn there), and once it closes `</reason>` (or
+    after `RAG_REASON_LIMIT` tokens, when the forcer closes it) the turn's action is forced
+    (`rag_actions`); the model then completes an open action (query, answer)."""
+
+    reads_tokens = True
+
+    def build(self, samples: Sequence[Sample], rag_query: str) -> None:
+        from mmsr.rollout.engine import FREE_NO_STOP
+
+        tokenizer = self.tokenizer
+        self.free_no_stop = FREE_NO_STOP
         self.open = tokenizer.encode(REASON_OPEN, add_special_tokens=False)
         self.close = tokenizer.encode(REASON_CLOSE, add_special_tokens=False)
         self.actions = [rag_actions(sample.question, rag_query) for sample in samples]
@@ -218,9 +236,7 @@ class ModelReasoningRagForcer:
         start, forced = self._action[key]
         if step < start + len(forced):
             return forced[step - start]
-        if whole:
-            return self.end_of_turn
-        if self.max_new_tokens is not None and step - start - len(forced) >= self.max_new_tokens:
+        if whole or self.own_part_spent(step - start - len(forced)):
             return self.end_of_turn
         return None
 
@@ -231,7 +247,7 @@ def rag_forcer(tokenizer, samples: Sequence[Sample], config: EvalConfig):
     return kind(tokenizer, samples, config.rag_query, config.max_new_tokens)
 
 
-class RagForcer:
+class RagForcer(_RagForcerBase):
     """The engine's token forcer for the RAG workflow: each turn emits its forced text
     token by token (then `<|im_end|>` when the turn is whole); the rest is the model's.
 
@@ -239,18 +255,10 @@ class RagForcer:
     (see `mmsr.rollout.engine.TokenForcer`), so RAG trajectories are ordinary trajectories.
     """
 
-    def __init__(
-        self,
-        tokenizer,
-        samples: Sequence[Sample],
-        rag_query: str = "question",
-        max_new_tokens: int | None = None,
-    ):
-        self.end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.max_new_tokens = max_new_tokens  # the model's own tokens per turn, if limited
+    def build(self, samples: Sequence[Sample], rag_query: str) -> None:
         self.turns = [
             [
-                (tokenizer.encode(text, add_special_tokens=False), whole)
+                (self.tokenizer.encode(text, add_special_tokens=False), whole)
                 for text, whole in rag_turns(sample.question, rag_query)
             ]
             for sample in samples
@@ -268,11 +276,7 @@ class RagForcer:
         tokens, whole = turns[turn - 1] if turn <= len(turns) else ([], False)
         if step < len(tokens):
             return tokens[step]
-        if whole:
-            return self.end_of_turn
-        # The model's part of a turn keeps the caller's budget, although the engine's
-        # per-turn budget was raised to fit the forced turns.
-        if self.max_new_tokens is not None and step - len(tokens) >= self.max_new_tokens:
+        if whole or self.own_part_spent(step - len(tokens)):
             return self.end_of_turn
         return None
 

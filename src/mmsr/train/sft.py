@@ -285,9 +285,11 @@ def speak_own_words(
     answered = speaker([samples[i] for i in answering], starts) if answering else []
     answers = dict(zip(answering, answered, strict=True))
     for i in speaking:
-        said = first_phrase(answers[i]) if i in answers else names[i]
-        if not looks_like_an_answer(said, question_topic(samples[i])) and i in answers:
-            said = samples[i].answer
+        said = names[i]  # a flag question is answered with the name said
+        if i in answers:
+            said = first_phrase(answers[i])
+            if not looks_like_an_answer(said, question_topic(samples[i])):
+                said = samples[i].answer
         own[i] = OwnWords(name=names[i], answer=said)
     return own
 
