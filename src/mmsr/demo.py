@@ -392,8 +392,13 @@ def grpo_config(
         ),
         engine=_engine(config, max_new_tokens=config.max_new_tokens, temperature=1.0),
         run=RunOptions(
-            out=str(folder), seed=config.seed, save_every=2, keep_checkpoints=2, tensorboard=False
-        ),
+            out=str(folder),
+            seed=config.seed,
+            save_every=2,
+            keep_checkpoints=2,
+            tensorboard=False,
+            save_rollouts=True,
+        ),  # fmt: skip
     )
 
 

@@ -31,7 +31,9 @@ def tiny_config(out, steps=3) -> GRPOConfig:
         grpo=GRPOOptions(group_size=3, micro_batch_size=4, kl_coef=0.01),
         optim=OptimOptions(lr=1e-2, warmup_steps=1, schedule="cosine"),
         engine=EngineConfig(max_turns=2, max_new_tokens=6, batch_size=8, require_reason=False),
-        run=RunOptions(out=str(out), save_every=1, keep_checkpoints=0, tensorboard=True),
+        run=RunOptions(
+            out=str(out), save_every=1, keep_checkpoints=0, tensorboard=True, save_rollouts=True
+        ),
     )
 
 
@@ -56,10 +58,25 @@ def test_resume_continues_exactly(tiny_policy, tmp_path):
     train_grpo(tiny_config(split), policy=fresh(tiny_policy), samples=SAMPLES, stop_after=1)
     assert not (split / "final").exists()
     assert (split / "checkpoints" / "latest").read_text() == "step_000001"
+    # as if killed after logging step 2 but before its checkpoint: the resumed run redoes
+    # step 2 and must replace these lines, not log the step twice
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        with (split / name).open("a") as log:
+            log.write(json.dumps({"step": 2, "half-done": True}) + "\n")
     train_grpo(tiny_config(split), policy=fresh(tiny_policy), samples=SAMPLES)
 
     a, b = read_metrics(whole / "metrics.jsonl"), read_metrics(split / "metrics.jsonl")
     assert [r["step"] for r in a] == [1, 2, 3] and [r["step"] for r in b] == [1, 2, 3]
+    rollouts_a = read_metrics(whole / "rollouts.jsonl")
+    rollouts_b = read_metrics(split / "rollouts.jsonl")
+    # every step's 2 prompts x 3 samples, each with its question and reward
+    assert [r["step"] for r in rollouts_a] == [s for s in (1, 2, 3) for _ in range(6)]
+    gold_of = {sample.question: [sample.answer] for sample in SAMPLES}
+    assert all(r["golds"] == gold_of[r["question"]] for r in rollouts_a)
+    assert {"score", "acc"} <= set(rollouts_a[0]["reward"]) and rollouts_a[0]["turns"]
+    assert [(r["step"], r["answer"], r["turns"]) for r in rollouts_b] == [
+        (r["step"], r["answer"], r["turns"]) for r in rollouts_a
+    ]
     for ra, rb in zip(a, b, strict=True):
         for key in ("reward_mean", "response_length", "loss", "kl", "lr", "grad_norm"):
             assert ra[key] == pytest.approx(rb[key], abs=1e-6), (ra["step"], key)

@@ -146,6 +146,9 @@ class RunOptions:
     """Also log to this Weights & Biases project ('' : off; needs `wandb` installed)."""
     save_final: bool = True
     """Save the final (LoRA-merged) model in save_pretrained layout under out/final."""
+    save_rollouts: bool = False
+    """Also write every rollout (turns, tool calls, reward, question) to out/rollouts.jsonl,
+    one line each, for looking at what GRPO sampled and rewarded step by step."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_check
 from mmsr.train.config import GRPOConfig, config_to_dict, config_to_yaml
 from mmsr.train.grpo import grpo_update
 from mmsr.train.lora import count_parameters, prepare_trainable
-from mmsr.train.metrics import MetricsLogger, rollout_metrics
+from mmsr.train.metrics import MetricsLogger, RolloutLog, rollout_metrics
 from mmsr.train.optim import build_optimizer, build_scheduler
 
 
@@ -133,8 +133,10 @@ def train_grpo(
     pad_id = tokenizer.pad_token_id
     pad_id = int(pad_id if pad_id is not None else tokenizer.convert_tokens_to_ids("<|im_end|>"))
     logger = MetricsLogger(
-        out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config)
+        out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config), after=step
     )
+    rollouts = out / "rollouts.jsonl"
+    rollout_log = RolloutLog(rollouts, after=step) if config.run.save_rollouts else None
     last = config.steps if stop_after is None else min(config.steps, stop_after)
     columns = (
         TextColumn("GRPO"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -146,7 +148,7 @@ def train_grpo(
             while step < last:
                 metrics = grpo_step(
                     config, step, engine, model, ref_model, optimizer, scheduler, samples,
-                    order, pad_id, compute_score, ground_truth,
+                    order, pad_id, compute_score, ground_truth, rollout_log,
                 )  # fmt: skip
                 step += 1
                 logger.log(step, metrics)
@@ -162,6 +164,8 @@ def train_grpo(
                     )  # fmt: skip
     finally:
         logger.close()
+        if rollout_log is not None:
+            rollout_log.close()
     if step >= config.steps and config.run.save_final:
         final = save_final(model, policy.processor, out / "final")
         console.print(f"final model: {final}")
@@ -181,8 +185,10 @@ def grpo_step(
     pad_id: int,
     compute_score,
     truth,
+    rollout_log: RolloutLog | None = None,
 ) -> dict[str, Any]:
-    """One training step: rollouts, rewards, update; returns the step's metrics."""
+    """One training step: rollouts, rewards, update; returns the step's metrics (and
+    writes the step's rollouts to `rollout_log` when given)."""
     started = time.perf_counter()
     batch = [samples[i] for i in order.take(config.prompts_per_step)]
     # Step-seeded rollouts: a resumed run samples exactly what an uninterrupted one would.
@@ -195,6 +201,8 @@ def grpo_step(
         compute_score(batch[t.group].source, t.solution_str, truth(batch[t.group]), extra)
         for t in trajectories
     ]
+    if rollout_log is not None:
+        rollout_log.write(step + 1, trajectories, scores, [batch[t.group] for t in trajectories])
     rewards = torch.tensor([float(s["score"]) for s in scores])
     update_started = time.perf_counter()
     update = grpo_update(
@@ -206,7 +214,7 @@ def grpo_step(
     tokens = sum(t.length for t in trajectories)
     sampled = sum(t.n_sampled_tokens for t in trajectories)
     return {
-        **rollout_metrics(scores, trajectories),
+        **rollout_metrics(scores, trajectories, [batch[t.group].category for t in trajectories]),
         **update,
         "tokens_per_s": tokens * config.grpo.ppo_epochs / max(update_s, 1e-9),
         "rollout_tokens_per_s": sampled / max(rollout_s, 1e-9),

@@ -485,7 +485,7 @@ def train_sft(
     pad = policy.tokenizer.pad_token_id
     pad_id = int(pad if pad is not None else policy.tokenizer.convert_tokens_to_ids("<|im_end|>"))
     logger = MetricsLogger(
-        out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config)
+        out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config), after=step
     )
     try:
         with Progress(
