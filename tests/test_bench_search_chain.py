@@ -1,0 +1,54 @@
+"""bench/search_chain.py: which steps of the search chain one trajectory got through."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "search_chain.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("search_chain", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(top_title, query, text_results, prediction_correct, golds=(".gd", "gd")):
+    calls = [
+        {"kind": "image_search", "query": "",
+         "response": {"results": [{"title": f"{top_title} — Overview"}]}},
+        {"kind": "text_search", "query": query,
+         "response": {"results": [{"title": "t", "snippet": text_results}]}},
+    ]  # fmt: skip
+    return {"golds": list(golds), "correct_rule": prediction_correct,
+            "trajectory": {"tool_calls": calls}}  # fmt: skip
+
+
+def test_a_read_failure_is_put_on_the_last_step():
+    bench = load_bench()
+    steps = bench.chain_steps(
+        record("Grenada", "Grenada internet country code", "Internet country code: .gd", False),
+        "Grenada",
+        "internet country code",
+    )
+    assert steps == {
+        "searched": True, "image_top1": True, "text": True, "query_entity": True,
+        "query_topic": True, "gold_in_results": True, "correct": False,
+        "correct_after_gold": False,
+    }  # fmt: skip
+
+
+def test_a_wrong_country_fails_from_the_image_step():
+    bench = load_bench()
+    steps = bench.chain_steps(
+        record("North Macedonia", "The results say:", "Capital: Skopje", False),
+        "Grenada",
+        "internet country code",
+    )
+    assert not steps["image_top1"] and not steps["query_entity"]
+    assert not steps["query_topic"] and not steps["gold_in_results"]
+    no_search = {"golds": ["x"], "correct_rule": True, "trajectory": {"tool_calls": []}}
+    steps = bench.chain_steps(no_search, "Grenada", "capital")
+    assert steps["correct"] and not steps["searched"] and not steps["correct_after_gold"]
