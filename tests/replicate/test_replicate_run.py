@@ -64,7 +64,7 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     markdown = (out / "results.md").read_text()
     for target in saved["targets"]:
         assert target["name"] in markdown
-    for plot in ("grpo_curves", "behaviour", "correct_no_search"):
+    for plot in ("grpo_curves", "behaviour", "correct_no_search", "search_by_category"):
         png = Path(saved["plots"][plot])
         assert png.read_bytes()[:4] == b"\x89PNG" and f"plots/{png.name}" in markdown
 

@@ -4,7 +4,10 @@
 - behaviour.png: the answer-behaviour breakdown (on-demand, test set) of the SFT model
   (before RL) and of every GRPO model (after);
 - correct_no_search.png: the share of training rollouts right without search per GRPO step,
-  with the before / after evaluation shares as dashed lines.
+  with the before / after evaluation shares as dashed lines;
+- search_by_category.png: the search ratio of the training rollouts on search_required and
+  on search_free questions per GRPO step (the knowledge boundary: a policy that learns it
+  searches more on the first and less on the second).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def write_plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
         "behaviour": _behaviour(plt, results["evals"], folder / "behaviour.png"),
         "correct_no_search": _correct_no_search(plt, results, folder / "correct_no_search.png"),
     }
+    if any(CATEGORY_KEYS[0] in row for steps in results["grpo_steps"].values() for row in steps):
+        path = folder / "search_by_category.png"
+        paths["search_by_category"] = _search_by_category(plt, results["grpo_steps"], path)
     return paths
 
 
@@ -50,6 +56,26 @@ def _curves(plt, grpo_steps: dict[str, list[dict[str, Any]]], path: Path) -> Pat
         axis.grid(alpha=0.3)
     axes[1].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=8)
+    return _save(plt, figure, path)
+
+
+CATEGORY_KEYS = ("search_ratio_search_required", "search_ratio_search_free")
+
+
+def _search_by_category(plt, grpo_steps: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    for number, (run, steps) in enumerate(grpo_steps.items()):
+        colour = f"C{number}"
+        for key, style, which in ((CATEGORY_KEYS[0], "-", "search_required"),
+                                  (CATEGORY_KEYS[1], "--", "search_free")):  # fmt: skip
+            x, y = _series(steps, key)
+            label = f"{RUN_LABELS.get(run, run)}: {which}"
+            axis.plot(x, y, style, color=colour, marker="o", markersize=3, label=label)
+    axis.set_xlabel("GRPO step")
+    axis.set_ylabel("search ratio of the rollouts")
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
     return _save(plt, figure, path)
 
 
