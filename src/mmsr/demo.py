@@ -256,7 +256,8 @@ def sft_stage(
 
 
 GRPO_STEP_KEYS = ("reward_mean", "acc", "format_rate", "search_ratio", "correct_no_search",
-                  "kl", "step_s")  # fmt: skip
+                  "kl", "step_s", "acc_search_free", "acc_search_required",
+                  "search_ratio_search_free", "search_ratio_search_required")  # fmt: skip
 
 
 def grpo_stage(

@@ -33,7 +33,8 @@ def write_plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
         "behaviour": _behaviour(plt, results["evals"], folder / "behaviour.png"),
         "correct_no_search": _correct_no_search(plt, results, folder / "correct_no_search.png"),
     }
-    if any(CATEGORY_KEYS[0] in row for steps in results["grpo_steps"].values() for row in steps):
+    by_category = results["grpo_steps"].values()
+    if any(row.get(CATEGORY_KEYS[0]) is not None for steps in by_category for row in steps):
         path = folder / "search_by_category.png"
         paths["search_by_category"] = _search_by_category(plt, results["grpo_steps"], path)
     return paths
