@@ -26,13 +26,14 @@ def record(top_title, query, text_results, prediction_correct, golds=(".gd", "gd
             "trajectory": {"tool_calls": calls}}  # fmt: skip
 
 
+def grenada_steps(top_title, query, text_results):
+    """The steps of a wrong answer to Grenada's internet-code question."""
+    trajectory = record(top_title, query, text_results, prediction_correct=False)
+    return load_bench().chain_steps(trajectory, "Grenada", "internet country code")
+
+
 def test_a_read_failure_is_put_on_the_last_step():
-    bench = load_bench()
-    steps = bench.chain_steps(
-        record("Grenada", "Grenada internet country code", "Internet country code: .gd", False),
-        "Grenada",
-        "internet country code",
-    )
+    steps = grenada_steps("Grenada", "Grenada internet country code", "Internet country code: .gd")
     assert steps == {
         "searched": True, "image_top1": True, "text": True, "query_entity": True,
         "query_topic": True, "gold_in_results": True, "correct": False,
@@ -41,14 +42,9 @@ def test_a_read_failure_is_put_on_the_last_step():
 
 
 def test_a_wrong_country_fails_from_the_image_step():
-    bench = load_bench()
-    steps = bench.chain_steps(
-        record("North Macedonia", "The results say:", "Capital: Skopje", False),
-        "Grenada",
-        "internet country code",
-    )
+    steps = grenada_steps("North Macedonia", "The results say:", "Capital: Skopje")
     assert not steps["image_top1"] and not steps["query_entity"]
     assert not steps["query_topic"] and not steps["gold_in_results"]
     no_search = {"golds": ["x"], "correct_rule": True, "trajectory": {"tool_calls": []}}
-    steps = bench.chain_steps(no_search, "Grenada", "capital")
+    steps = load_bench().chain_steps(no_search, "Grenada", "capital")
     assert steps["correct"] and not steps["searched"] and not steps["correct_after_gold"]

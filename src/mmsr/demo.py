@@ -399,7 +399,7 @@ def grpo_config(
             keep_checkpoints=2,
             tensorboard=False,
             save_rollouts=True,
-        ),  # fmt: skip
+        ),
     )
 
 

@@ -72,12 +72,7 @@ def _search_by_category(plt, grpo_steps: dict[str, list[dict[str, Any]]], path: 
             x, y = _series(steps, key)
             label = f"{RUN_LABELS.get(run, run)}: {which}"
             axis.plot(x, y, style, color=colour, marker="o", markersize=3, label=label)
-    axis.set_xlabel("GRPO step")
-    axis.set_ylabel("search ratio of the rollouts")
-    axis.set_ylim(-0.02, 1.02)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    return _save(plt, figure, path)
+    return _save_share_per_step(plt, figure, axis, "search ratio of the rollouts", path)
 
 
 def _behaviour(plt, evals: dict[str, Any], path: Path) -> Path:
@@ -110,8 +105,13 @@ def _correct_no_search(plt, results: dict[str, Any], path: Path) -> Path:
         if share is not None:
             label = f"{MODEL_LABELS[model]}, test eval"
             axis.axhline(share, linestyle=style, color="grey", label=label)
+    return _save_share_per_step(plt, figure, axis, "correct without search", path)
+
+
+def _save_share_per_step(plt, figure, axis, ylabel: str, path: Path) -> Path:
+    """Finish a plot of a share (0..1) against the GRPO step, and save it."""
     axis.set_xlabel("GRPO step")
-    axis.set_ylabel("correct without search")
+    axis.set_ylabel(ylabel)
     axis.set_ylim(-0.02, 1.02)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)

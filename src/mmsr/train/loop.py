@@ -135,8 +135,9 @@ def train_grpo(
     logger = MetricsLogger(
         out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config), after=step
     )
-    rollouts = out / "rollouts.jsonl"
-    rollout_log = RolloutLog(rollouts, after=step) if config.run.save_rollouts else None
+    rollout_log = (
+        RolloutLog(out / "rollouts.jsonl", after=step) if config.run.save_rollouts else None
+    )
     last = config.steps if stop_after is None else min(config.steps, stop_after)
     columns = (
         TextColumn("GRPO"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -197,12 +198,13 @@ def grpo_step(
     )
     rollout_s = time.perf_counter() - started
     extra = {"reward_config": config.reward, "step": step}
+    asked = [batch[t.group] for t in trajectories]  # each trajectory's question
     scores = [
-        compute_score(batch[t.group].source, t.solution_str, truth(batch[t.group]), extra)
-        for t in trajectories
+        compute_score(sample.source, t.solution_str, truth(sample), extra)
+        for sample, t in zip(asked, trajectories, strict=True)
     ]
     if rollout_log is not None:
-        rollout_log.write(step + 1, trajectories, scores, [batch[t.group] for t in trajectories])
+        rollout_log.write(step + 1, trajectories, scores, asked)
     rewards = torch.tensor([float(s["score"]) for s in scores])
     update_started = time.perf_counter()
     update = grpo_update(
@@ -214,7 +216,7 @@ def grpo_step(
     tokens = sum(t.length for t in trajectories)
     sampled = sum(t.n_sampled_tokens for t in trajectories)
     return {
-        **rollout_metrics(scores, trajectories, [batch[t.group].category for t in trajectories]),
+        **rollout_metrics(scores, trajectories, [sample.category for sample in asked]),
         **update,
         "tokens_per_s": tokens * config.grpo.ppo_epochs / max(update_s, 1e-9),
         "rollout_tokens_per_s": sampled / max(rollout_s, 1e-9),
