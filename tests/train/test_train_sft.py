@@ -152,6 +152,9 @@ def test_quote_evidence_finds_the_line_that_states_the_answer():
     assert quote_evidence(results, ["French"], "official language") == "Languages: French"
     assert quote_evidence(results, ["Paris"], "capital") is None
     assert quote_evidence(results, ["lome"], "capital", limit=5) is None
+    # A fact at a line start (the world's text results) is quoted without its list dash.
+    line_start = "URL: world://to/overview\n- Continent: Africa Despite those moves, " + "x" * 90
+    assert quote_evidence(line_start, ["Africa"], "continent") == "Continent: Africa"
 
 
 def test_the_answer_turn_after_a_text_search_quotes_its_results(world_samples):
@@ -164,6 +167,8 @@ def test_the_answer_turn_after_a_text_search_quotes_its_results(world_samples):
     found = f"<information>Key facts: - Capital: {sample.answer} - Population: 1</information>"
     last = script(1, [found])
     assert f"The results say: Capital: {sample.answer}." in last
+    # Each later turn first repeats what the question asks for (the topic, to copy).
+    assert last.startswith("<reason>The question asks for the capital. The results say:")
     assert parse_action(last).answer == sample.answer
     assert "The results give the capital." in script(1, ["<information>nothing</information>"])
 

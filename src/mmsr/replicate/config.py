@@ -63,11 +63,13 @@ class ReplicateConfig:
     """How a preliminary answer is judged right ('em' or 'subem'; subem suits sentences)."""
     balance_max_new_tokens: int = 32
     """Tokens per turn of the preliminary model's answers."""
-    sft_steps: int = 30
+    sft_steps: int = 40
     """SFT optimizer steps of 8 trajectories. The demo's 10 steps (loss still 0.43 and
     falling) left nano unable to answer after search results: it never searched at T = 0
-    and searched in ~6% of GRPO's T = 1 rollouts, though 70% of its SFT plans search."""
-    sft_trajectories: int = 128
+    and searched in ~6% of GRPO's T = 1 rollouts, though 70% of its SFT plans search.
+    30 steps still left the read step weak (2 of 28 right with the gold in the results of
+    19; `bench/search_chain.py`), so 40 steps over 160 trajectories (two passes each)."""
+    sft_trajectories: int = 160
     """World-synthesised SFT trajectories (random plans over world:train, as in the demo)."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""

@@ -53,7 +53,9 @@ PLANS = ("answer", "image", "image+text", "text")
 # 8: the name asked in the flag question's context and kept only when it names an entity;
 #    an own answer kept only when it is a short answer (v7 taught "This is the flag of
 #    the country or territory whose flag is shown." and "The answer is the continent").
-WORLD_SCRIPTS_VERSION = 8
+# 9: a quote no longer starts with the list dash of a line start; every turn after the
+#    first starts by repeating what the question asks for (`plan_turns`).
+WORLD_SCRIPTS_VERSION = 9
 
 
 # ------------------------------------------------------------------------- the loss
@@ -96,7 +98,9 @@ def quote_evidence(
     the gold ("Languages: French (official, ...)" -> "Languages: French"). Pieces in a
     "Label: value" form whose label names the `topic` win, then the shortest. None when
     no piece holds a gold within `limit` characters (the answer turn then quotes nothing)."""
-    pieces = [p.strip(" .;…") for p in re.split(r"\n| - |(?<=[.;])\s+", observation)]
+    # A piece at a line start keeps its list dash ("- Continent: Africa"): strip it, so the
+    # quote starts with the label the answer follows (v8 nano wrote "The results say: - - ...").
+    pieces = [p.strip(" .;…-") for p in re.split(r"\n| - |(?<=[.;])\s+", observation)]
     # Whole words: "French" is not in "French-administered".
     wanted = [
         re.compile(rf"(?<![\w-]){re.escape(g.strip())}(?![\w-])", re.I) for g in golds if g.strip()
@@ -169,16 +173,21 @@ def plan_turns(
         known = "" if sample.extra.get("qtype") == "flag" else f" I know its {topic}."
         said = f"<answer>{own.answer}</answer>" if own else answer
         return [f"<reason>{asks} {answer_text(named)}{known}</reason>{said}"]
+    # Every later turn starts by repeating what the question asks for: an exact repeat is
+    # easy for a small model to copy, and it puts the topic right before the choices that
+    # need it (answer with the flag, or look up its topic; which line of the results to
+    # quote). v8 nano dropped the topic after the image search and quoted other facts.
     look = f"<reason>{asks} I cannot tell which flag this is, so I search with the image.</reason>"
     image = f"{look}<search><img></search>"
-    found = f"<reason>The results show the flag of {entity_name}.</reason>"
+    found = f"<reason>{asks} The results show the flag of {entity_name}.</reason>"
     if plan == "image":
         return [image, f"{found}{answer}"]
     said = f"The results say: {evidence}." if evidence else f"The results give the {topic}."
-    read = f"<reason>{said}</reason><answer>{read_answer or sample.answer}</answer>"
+    read = f"<reason>{asks} {said}</reason><answer>{read_answer or sample.answer}</answer>"
     if plan == "image+text":
         need = (
-            f"<reason>The results show the flag of {entity_name}; I look up its {topic}.</reason>"
+            f"<reason>{asks} The results show the flag of {entity_name}; I look up its "
+            f"{topic}.</reason>"
         )
         return [image, f"{need}<text_search>{entity_name} {topic}</text_search>", read]
     if plan == "text":
