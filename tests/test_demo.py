@@ -17,8 +17,6 @@ from mmsr.cli import app
 from mmsr.demo import DemoConfig, check_eye, clear_stages, grpo_config, sft_config
 from mmsr.train.config import GRPOConfig, SFTConfig, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 def tiny_demo_args(policy: Path, out: Path) -> list[str]:
     return [
@@ -96,13 +94,13 @@ def test_missing_eye_is_one_line_and_not_an_error(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("cls", "yaml", "build"),
     [
-        (SFTConfig, "nano_sft_cpu.yaml", lambda c: sft_config(c, Path("x"))),
-        (GRPOConfig, "nano_cpu.yaml", lambda c: grpo_config(c, "nano", Path("x"))),
+        (SFTConfig, "nano_sft_cpu", lambda c: sft_config(c, Path("x"))),
+        (GRPOConfig, "nano_cpu", lambda c: grpo_config(c, "nano", Path("x"))),
     ],
 )
 def test_demo_recipes_are_the_cpu_configs_with_fewer_steps(cls, yaml, build):
     demo = dataclasses.asdict(build(DemoConfig()))
-    shipped = dataclasses.asdict(load_config(cls, CONFIGS / yaml))
+    shipped = dataclasses.asdict(load_config(cls, yaml))
     sized = {"steps", "n_trajectories", "prompts_per_step", "run", "optim"}  # sizes, outputs
     for key in set(shipped) - sized:
         assert demo[key] == shipped[key], key

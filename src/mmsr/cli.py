@@ -488,7 +488,9 @@ _OVERRIDE_HELP = "Config overrides key.sub=value (YAML values), e.g. grpo.kl_coe
 
 @train_app.command("grpo")
 def train_grpo_command(
-    config: Path = typer.Option(None, help="YAML config (e.g. configs/nano_cpu.yaml)."),
+    config: Path = typer.Option(
+        None, help="YAML config file, or a shipped preset: nano_cpu, qwen2_5_vl_7b_gpu."
+    ),
     overrides: list[str] = typer.Argument(None, help=_OVERRIDE_HELP),
     no_resume: bool = typer.Option(False, "--no-resume", help="Ignore existing checkpoints."),
 ) -> None:
@@ -506,7 +508,9 @@ def train_grpo_command(
 
 @train_app.command("sft")
 def train_sft_command(
-    config: Path = typer.Option(None, help="YAML config (the `sft:` keys of SFTConfig)."),
+    config: Path = typer.Option(
+        None, help="YAML config file (SFTConfig keys), or the shipped preset nano_sft_cpu."
+    ),
     overrides: list[str] = typer.Argument(None, help=_OVERRIDE_HELP),
     data: str = typer.Option(
         None, help="world:<split> (synthesise) or a trajectory .jsonl to distil."

@@ -14,7 +14,7 @@ The real pipeline, scaled to minutes; every stage is an existing entry point:
 
 then a summary (accuracy, search ratio, behaviour breakdown, the GRPO steps, stage times),
 also written to `<out>/summary.json`. The CPU settings are those of
-configs/nano_sft_cpu.yaml and configs/nano_cpu.yaml with fewer steps
+the nano_sft_cpu and nano_cpu presets (`mmsr/configs/`) with fewer steps
 (`tests/test_demo.py` checks they agree).
 
 Resumable: a finished stage leaves `<stage>/done.json` holding the options it ran under
@@ -28,6 +28,7 @@ trained searcher: expect the two evaluations to differ by a question or two at m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -63,13 +64,13 @@ class DemoConfig:
     policy: str = "nano"
     """'nano' or a local Qwen-VL checkpoint folder to start from."""
     sft_steps: int = 10
-    """SFT optimizer steps of 8 trajectories (configs/nano_sft_cpu.yaml: 30)."""
+    """SFT optimizer steps of 8 trajectories (the nano_sft_cpu preset: 30)."""
     sft_trajectories: int = 64
     """World-synthesised SFT trajectories (random search plans, replayed with the tools)."""
     grpo_steps: int = 2
-    """GRPO steps (configs/nano_cpu.yaml uses 20)."""
+    """GRPO steps (the nano_cpu preset uses 20)."""
     prompts_per_step: int = 2
-    """GRPO questions per step (configs/nano_cpu.yaml: 4)."""
+    """GRPO questions per step (the nano_cpu preset: 4)."""
     group_size: int = 4
     """GRPO trajectories per question (the group that advantages are normalised in)."""
     eval_questions: int = 16
@@ -332,24 +333,20 @@ def eval_stage(
 
 # ------------------------------------------------------------------------- the recipes
 def sft_config(config: DemoConfig, folder: Path, start: str | None = None):
-    """configs/nano_sft_cpu.yaml with the demo's sizes, starting from the policy at `start`
-    (default `config.policy`)."""
-    from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
+    """The nano_sft_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the
+    policy at `start` (default `config.policy`)."""
+    from mmsr.train.config import SFTConfig, load_config
 
-    return SFTConfig(
-        data="world:train",
+    preset = load_config(SFTConfig, "nano_sft_cpu")
+    return dataclasses.replace(
+        preset,
         n_trajectories=config.sft_trajectories,
-        p_direct=0.3,
         steps=config.sft_steps,
-        batch_size=min(8, config.sft_trajectories),
-        micro_batch_size=4,
+        batch_size=min(preset.batch_size, config.sft_trajectories),
         search_config=config.search_config,
-        model=_model_options(config, start or config.policy),
-        optim=OptimOptions(
-            lr=3e-4, warmup_steps=min(3, config.sft_steps - 1), schedule="cosine", min_lr_ratio=0.1
-        ),
-        engine=_engine(config, max_new_tokens=256),
-        run=RunOptions(out=str(folder), seed=config.seed, save_every=10, tensorboard=False),
+        model=_model_options(config, preset.model, start or config.policy),
+        optim=_warm_up_within(preset.optim, config.sft_steps),
+        run=_run_options(config, preset.run, folder, tensorboard=False),
     )
 
 
@@ -359,63 +356,43 @@ def grpo_config(
     folder: Path,
     data: str = "world:train",
     search_penalty: float = 0.1,
-    lr: float = 1e-5,
+    lr: float | None = None,
 ):
-    """configs/nano_cpu.yaml with the demo's sizes, starting from the policy at `start`;
-    `data` and `search_penalty` are what the replication's ablations vary; the replication
-    sets its own `lr`."""
-    from mmsr.train.config import GRPOConfig, GRPOOptions, OptimOptions, RunOptions
+    """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
+    at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
+    replication sets its own `lr` (None: the preset's)."""
+    from mmsr.train.config import GRPOConfig, load_config
 
-    return GRPOConfig(
+    preset = load_config(GRPOConfig, "nano_cpu")
+    optim = _warm_up_within(preset.optim, config.grpo_steps)
+    return dataclasses.replace(
+        preset,
         data=data,
         steps=config.grpo_steps,
         prompts_per_step=config.prompts_per_step,
         search_config=config.search_config,
-        reward={"alpha": 0.1, "search_penalty": search_penalty},
-        model=_model_options(config, start),
-        optim=OptimOptions(
-            lr=lr,
-            warmup_steps=min(2, config.grpo_steps - 1),
-            schedule="cosine",
-            min_lr_ratio=0.1,
-            grad_clip=1.0,
-        ),
-        grpo=GRPOOptions(
-            group_size=config.group_size,
-            norm_adv_by_std=True,
-            clip_ratio_low=0.2,
-            clip_ratio_high=0.2,
-            kl_coef=0.001,
-            loss_agg="token-mean",
-            ppo_epochs=1,
-            micro_batch_size=16,
-            micro_batch_tokens=8192,
-        ),
-        engine=_engine(config, max_new_tokens=config.max_new_tokens, temperature=1.0),
-        run=RunOptions(
-            out=str(folder),
-            seed=config.seed,
-            save_every=2,
-            keep_checkpoints=2,
-            tensorboard=False,
-            save_rollouts=True,
-        ),
+        reward={**preset.reward, "search_penalty": search_penalty},
+        model=_model_options(config, preset.model, start),
+        optim=optim if lr is None else dataclasses.replace(optim, lr=lr),
+        grpo=dataclasses.replace(preset.grpo, group_size=config.group_size),
+        engine=dataclasses.replace(preset.engine, max_new_tokens=config.max_new_tokens),
+        run=_run_options(config, preset.run, folder, tensorboard=False, save_every=2),
     )
 
 
-def _model_options(config: DemoConfig, policy: str):
-    from mmsr.train.config import ModelOptions
-
-    return ModelOptions(
-        policy=policy, device=config.device, freeze_vision=True, freeze_layers=config.freeze_layers
+def _model_options(config: DemoConfig, preset, policy: str):
+    return dataclasses.replace(
+        preset, policy=policy, device=config.device, freeze_layers=config.freeze_layers
     )
 
 
-def _engine(config: DemoConfig, **values):
-    from mmsr.rollout.engine import EngineConfig
+def _warm_up_within(optim, steps: int):
+    """The preset's optimizer, its warm-up shortened to fit a run of `steps`."""
+    return dataclasses.replace(optim, warmup_steps=min(optim.warmup_steps, steps - 1))
 
-    return EngineConfig(max_turns=3, max_image_search=1, max_text_search=2,
-                        max_total_tokens=2048, batch_size=16, **values)  # fmt: skip
+
+def _run_options(config: DemoConfig, preset, folder: Path, **values):
+    return dataclasses.replace(preset, out=str(folder), seed=config.seed, **values)
 
 
 # ------------------------------------------------------------------------- the summary

@@ -12,7 +12,15 @@ from safetensors.torch import load_file
 from mmsr.data.record import Sample
 from mmsr.models.policy import Policy
 from mmsr.rollout.engine import EngineConfig
-from mmsr.train.config import GRPOConfig, GRPOOptions, OptimOptions, RunOptions, load_config
+from mmsr.train.config import (
+    GRPOConfig,
+    GRPOOptions,
+    OptimOptions,
+    RunOptions,
+    SFTConfig,
+    load_config,
+    preset_names,
+)
 from mmsr.train.loop import DataOrder, train_grpo
 from mmsr.train.metrics import read_metrics
 
@@ -126,3 +134,17 @@ def test_config_yaml_rejects_unknown_keys(tmp_path):
     assert config.model.lora is True and config.optim.lr == 3e-5
     with pytest.raises(ValueError, match=r"grpo.group_size.*'four'"):
         load_config(GRPOConfig, None, ["grpo.group_size=four"])
+
+
+def test_config_by_preset_name(tmp_path):
+    # Every shipped preset loads into its config class, by name with or without ".yaml".
+    assert set(preset_names()) == {"nano_cpu", "nano_sft_cpu", "qwen2_5_vl_7b_gpu"}
+    assert load_config(SFTConfig, "nano_sft_cpu").steps == 30
+    assert load_config(GRPOConfig, "nano_cpu.yaml", ["steps=3"]).steps == 3
+    assert load_config(GRPOConfig, "qwen2_5_vl_7b_gpu").model.lora is True
+    # A file of one's own wins over a preset of the same name; a path with a folder part
+    # never falls back to a preset, and the error lists the presets.
+    (tmp_path / "nano_cpu.yaml").write_text("steps: 7\n")
+    assert load_config(GRPOConfig, tmp_path / "nano_cpu.yaml").steps == 7
+    with pytest.raises(FileNotFoundError, match=r"my/nano_cpu.yaml.*presets? \(nano_cpu, "):
+        load_config(GRPOConfig, "my/nano_cpu.yaml")

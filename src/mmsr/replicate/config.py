@@ -74,7 +74,7 @@ class ReplicateConfig:
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5
-    """GRPO learning rate (peak; warm-up, cosine). configs/nano_cpu.yaml's 1e-5 barely moved
+    """GRPO learning rate (peak; warm-up, cosine). the nano_cpu preset's 1e-5 barely moved
     nano in 16 steps (KL to the reference 0.002-0.004, behaviour unchanged)."""
     prompts_per_step: int = 4
     """GRPO questions per step."""

@@ -1,9 +1,9 @@
 """Typed configs of `mmsr train sft` / `mmsr train grpo`, loaded from YAML.
 
 Every field has a docstring (the string under it). `load_config(path, overrides)` builds the
-dataclass tree from YAML, rejecting unknown keys with the file and dotted key in the
-message; `config_to_dict` gives the full resolved config (logged at start, saved with
-every checkpoint).
+dataclass tree from YAML (a file, or the name of a preset shipped in `mmsr/configs/`),
+rejecting unknown keys with the file and dotted key in the message; `config_to_dict` gives
+the full resolved config (logged at start, saved with every checkpoint).
 """
 
 from __future__ import annotations
@@ -265,15 +265,37 @@ def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+"""The shipped YAML configs (package data), loadable by name: `--config nano_cpu`."""
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def resolve_config(path: str | Path) -> Path:
+    """`path` itself when it is a file, else the shipped preset it names ("nano_cpu" or
+    "nano_cpu.yaml", no folder part: a mistyped path to one's own file must not silently
+    become a preset)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    preset = PRESETS / path.with_suffix(".yaml").name
+    if path.parent == Path(".") and preset.is_file():
+        return preset
+    raise FileNotFoundError(
+        f"config {path}: no such file, and not a shipped preset ({', '.join(preset_names())})"
+    )
+
+
 def load_config(cls, path: str | Path | None, overrides: list[str] | None = None):
-    """Config `cls` from the YAML file at `path` (None: defaults) plus `key.sub=value`
-    overrides (values parsed as YAML: `grpo.kl_coef=0`, `model.lora=true`)."""
+    """Config `cls` from the YAML file at `path` or the preset it names (None: defaults)
+    plus `key.sub=value` overrides (values parsed as YAML: `grpo.kl_coef=0`,
+    `model.lora=true`)."""
     values: dict[str, Any] = {}
     where = cls.__name__
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config {path}: no such file")
+        path = resolve_config(path)
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:

@@ -155,8 +155,8 @@ def grpo_update(
     output is the policy's (computed once, `mmsr.train.shared_trunk`); (4) single process,
     no FSDP.
 
-    CPU:  mmsr train grpo --config configs/nano_cpu.yaml
-    GPU:  mmsr train grpo --config configs/qwen2_5_vl_7b_gpu.yaml
+    CPU:  mmsr train grpo --config nano_cpu
+    GPU:  mmsr train grpo --config qwen2_5_vl_7b_gpu
     """
     groups = torch.tensor([t.group for t in trajectories])
     advantages = group_advantages(rewards, groups, options.norm_adv_by_std)
