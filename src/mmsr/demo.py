@@ -357,10 +357,11 @@ def grpo_config(
     data: str = "world:train",
     search_penalty: float = 0.1,
     lr: float | None = None,
+    temperature: float | None = None,
 ):
     """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
     at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
-    replication sets its own `lr` (None: the preset's)."""
+    replication sets its own `lr` and rollout `temperature` (None: the preset's)."""
     from mmsr.train.config import GRPOConfig, load_config
 
     preset = load_config(GRPOConfig, "nano_cpu")
@@ -375,7 +376,11 @@ def grpo_config(
         model=_model_options(config, preset.model, start),
         optim=optim if lr is None else dataclasses.replace(optim, lr=lr),
         grpo=dataclasses.replace(preset.grpo, group_size=config.group_size),
-        engine=dataclasses.replace(preset.engine, max_new_tokens=config.max_new_tokens),
+        engine=dataclasses.replace(
+            preset.engine,
+            max_new_tokens=config.max_new_tokens,
+            temperature=preset.engine.temperature if temperature is None else temperature,
+        ),
         run=_run_options(config, preset.run, folder, tensorboard=False, save_every=2),
     )
 

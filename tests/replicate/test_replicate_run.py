@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from mmsr.replicate import ReplicateConfig, clear_stages, run_replication
@@ -56,6 +57,9 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert balance["train"]["unbalanced"]["output"] == balance["train"]["output"]
     assert set(results["grpo_steps"]) == {"grpo-main", "grpo-no-penalty", "grpo-unbalanced"}
     assert all("correct_no_search" in steps[0] for steps in results["grpo_steps"].values())
+    # the GRPO runs sample at the replication's temperature, not the preset's 1.0
+    resolved = yaml.safe_load((out / "grpo-main" / "config.yaml").read_text())
+    assert resolved["engine"]["temperature"] == ReplicateConfig.grpo_temperature == 0.7
 
     saved = json.loads((out / "results.json").read_text())
     assert saved["targets"] == compute_targets(saved["evals"])  # computed, not written

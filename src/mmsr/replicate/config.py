@@ -76,6 +76,12 @@ class ReplicateConfig:
     grpo_lr: float = 5e-5
     """GRPO learning rate (peak; warm-up, cosine). the nano_cpu preset's 1e-5 barely moved
     nano in 16 steps (KL to the reference 0.002-0.004, behaviour unchanged)."""
+    grpo_temperature: float = 0.7
+    """Sampling temperature of GRPO's rollouts (the preset and the paper: 1.0). Nano's
+    long tail at 1.0 breaks its search chain: through the RAG workflow with its own query,
+    the SFT model answered 6 of 38 test questions right at T = 1.0 and 11 at T = 0.7
+    (`bench/search_chain.py`, docs/RESULTS.md), so at 1.0 searching rarely pays and GRPO
+    learns not to search."""
     prompts_per_step: int = 4
     """GRPO questions per step."""
     group_size: int = 4
@@ -109,6 +115,8 @@ class ReplicateConfig:
             )
         if self.balance_rag_k < 0:
             raise ValueError(f"--balance-rag-k {self.balance_rag_k} must be >= 0")
+        if self.grpo_temperature <= 0:
+            raise ValueError(f"--grpo-temperature {self.grpo_temperature} must be > 0")
         if self.grpo_lr <= 0:
             raise ValueError(f"--grpo-lr {self.grpo_lr} must be > 0")
         if self.target_ratio <= 0:

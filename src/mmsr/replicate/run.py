@@ -123,12 +123,14 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         params = {"start": sft_params, "data": train["params"], "set": kind,
                   "steps": config.grpo_steps, "prompts": config.prompts_per_step,
                   "group": config.group_size, "max_new_tokens": config.max_new_tokens,
-                  "search_penalty": penalty, "lr": config.grpo_lr}  # fmt: skip
+                  "search_penalty": penalty, "lr": config.grpo_lr,
+                  "temperature": config.grpo_temperature}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **grpo_stage(
                 config, out / name, sft["model"], params, tools, console, state,
                 data=data, search_penalty=penalty, lr=config.grpo_lr,
+                temperature=config.grpo_temperature,
             )}  # fmt: skip
         number += 1
 
