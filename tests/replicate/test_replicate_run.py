@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 
 from mmsr.replicate import ReplicateConfig, clear_stages, run_replication
-from mmsr.replicate.results import compute_targets
+from mmsr.replicate.results import compute_targets, search_payoff
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "replicate_nano.py"
 
@@ -66,6 +66,8 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert len(saved["targets"]) == 5
     assert all(t["met"] is not None or t["vacuous"] for t in saved["targets"])
     markdown = (out / "results.md").read_text()
+    assert set(saved["search_payoff"]) == set(saved["grpo_steps"])  # from rollouts.jsonl
+    assert "| search_required |" in markdown or "| search_free |" in markdown
     for target in saved["targets"]:
         assert target["name"] in markdown
     for plot in ("grpo_curves", "behaviour", "correct_no_search", "search_by_category"):
@@ -87,6 +89,23 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert all(more[n] == "ran" for n in more if n.startswith("GRPO"))
     assert all(more[n] == "reused" for n in more if n.startswith("Evaluate sft"))
     assert all(more[n] == "ran" for n in more if n.startswith(("Evaluate main", "Evaluate no")))
+
+
+def test_search_payoff_counts_right_rollouts_searched_or_not(tmp_path):
+    rows = [
+        ("search_required", 1, 0, 1.0), ("search_required", 0, 1, 0.0),
+        ("search_required", 0, 0, 0.0), ("search_free", 0, 0, 1.0), ("search_free", 1, 1, 0.0),
+    ]  # fmt: skip
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text("".join(
+        json.dumps({"category": c, "n_image_search": i, "n_text_search": t,
+                    "reward": {"acc": acc, "score": acc}}) + "\n"
+        for c, i, t, acc in rows
+    ))  # fmt: skip
+    assert search_payoff(path) == {
+        "search_required": {"searched": [1, 2], "no search": [0, 1]},
+        "search_free": {"no search": [1, 1], "searched": [0, 1]},
+    }
 
 
 def test_targets_come_from_the_numbers():

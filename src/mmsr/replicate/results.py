@@ -149,6 +149,11 @@ def write_results(results: dict[str, Any], out: Path, console: Console | None = 
 
     console = console or Console()
     results["targets"] = compute_targets(results["evals"])
+    results["search_payoff"] = {
+        run: search_payoff(path)
+        for run in results["grpo_steps"]
+        if (path := out / run / "rollouts.jsonl").is_file()
+    }
     results["plots"] = {k: str(v) for k, v in write_plots(results, out / "plots").items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str), "utf-8")
     (out / "results.md").write_text(render_markdown(results, out), encoding="utf-8")
@@ -156,6 +161,22 @@ def write_results(results: dict[str, Any], out: Path, console: Console | None = 
     console.print(
         f"results: {out / 'results.md'}, {out / 'results.json'}, plots in {out / 'plots'}"
     )
+
+
+def search_payoff(rollouts: Path) -> dict[str, dict[str, list[int]]]:
+    """Whether searching paid during a GRPO run: per question category, [right, n] of the
+    training rollouts that searched and of those that did not (`rollouts.jsonl`). The
+    knowledge boundary the paper trains for shows as searching paying on search_required
+    questions and not on search_free ones."""
+    payoff: dict[str, dict[str, list[int]]] = {}
+    with rollouts.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            searched = "searched" if row["n_image_search"] or row["n_text_search"] else "no search"
+            tally = payoff.setdefault(str(row.get("category")), {}).setdefault(searched, [0, 0])
+            tally[0] += row["reward"]["acc"] > 0
+            tally[1] += 1
+    return payoff
 
 
 def _pct(value) -> str:
@@ -222,7 +243,8 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
                 f"| unbalanced {split} | {counts['input']} | {u['output']} | "
                 f"{mix['search_free']} | {mix['search_required']} | - |"
             )
-    lines += ["", "## GRPO steps (training rollouts, T = 1)", ""]
+    temperature = config.get("grpo_temperature", 1.0)
+    lines += ["", f"## GRPO steps (training rollouts, T = {temperature:g})", ""]
     for run, steps in results["grpo_steps"].items():
         last = steps[-1] if steps else {}
         lines.append(
@@ -231,6 +253,13 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
             f"{_pct(last.get('search_ratio'))}, correct without search "
             f"{_pct(last.get('correct_no_search'))}"
         )
+    if payoff := results.get("search_payoff"):
+        lines += ["", "Right answers among the training rollouts, searched or not:", ""]
+        lines += ["| run | category | searched | no search |", "| --- | --- | ---: | ---: |"]
+        for run, categories in payoff.items():
+            for category, tallies in sorted(categories.items()):
+                cells = [_share(*tallies.get(k, [0, 0])) for k in ("searched", "no search")]
+                lines.append(_md_row([RUN_LABELS.get(run, run), category, *cells]))
     lines += ["", "## Plots", ""]
     for name, path in results.get("plots", {}).items():
         lines.append(f"![{name}]({Path(path).relative_to(out).as_posix()})")
@@ -246,6 +275,10 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
 
 def _md_row(cells) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def _share(right: int, n: int) -> str:
+    return f"{right}/{n} = {100 * right / n:.0f}%" if n else "-"
 
 
 def _num(value) -> str:
