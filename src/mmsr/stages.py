@@ -35,7 +35,7 @@ class StageTime:
     seconds: float  # wall time
     cpu_seconds: float  # this process's CPU time: below `seconds` x threads when the
     # machine is shared, so both are shown
-    status: str  # "ran" | "reused"
+    status: str  # "ran" | "reused" | "shipped" (a default copied from the package)
 
 
 @dataclass

@@ -14,7 +14,9 @@ import yaml
 from rich.console import Console
 
 from mmsr.replicate import ReplicateConfig, clear_stages, run_replication
+from mmsr.replicate import run as replicate_run
 from mmsr.replicate.results import compute_targets, search_payoff
+from mmsr.stages import finish, reusable
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "replicate_nano.py"
 
@@ -137,6 +139,31 @@ def test_targets_come_from_the_numbers():
     evals["main"]["rag"]["answered"] = 0.4
     target = compute_targets(evals)[0]
     assert target["met"] is None and "answered 40%" in target["vacuous"]
+
+
+def test_shipped_sets_are_copied_only_under_the_same_params(tmp_path, monkeypatch):
+    shipped = tmp_path / "sets" / "balance-train"
+    shipped.mkdir(parents=True)
+    for name in ("balanced.parquet", "balanced.balance.json", "unbalanced.parquet"):
+        (shipped / name).write_text(name)
+    params = {"split": "train", "pool": 512, "base": {"eye": "abc"}}
+    finish(shipped, params, {"balanced": "runs/x/balance-train/balanced.parquet",
+                             "unbalanced": "runs/x/balance-train/unbalanced.parquet",
+                             "counts": {"output": 2}, "minutes": 10.4})  # fmt: skip
+    monkeypatch.setattr(replicate_run, "SHIPPED_SETS", tmp_path / "sets")
+    console = Console(record=True, width=200)
+    folder = tmp_path / "run" / "balance-train"
+
+    other = {**params, "pool": 64}
+    assert replicate_run.copy_shipped_sets("train", other, folder, console) is None
+    assert not folder.exists()  # nothing started: the stage balances from scratch
+
+    done = replicate_run.copy_shipped_sets("train", params, folder, console)
+    assert done["balanced"] == str(folder / "balanced.parquet") and done["shipped"] is True
+    assert done["unbalanced"] == str(folder / "unbalanced.parquet")
+    assert (folder / "balanced.balance.json").read_text() == "balanced.balance.json"
+    assert reusable(folder, params) == done  # a rerun reuses the copy like its own work
+    assert "--rebalance" in console.export_text()
 
 
 def test_fresh_deletes_only_what_the_replication_wrote(tmp_path):

@@ -46,6 +46,10 @@ class ReplicateConfig:
     balanced and the unbalanced train sets are drawn from them."""
     test_pool: int = 402
     """world:test questions (seeded subset) balanced into the test set."""
+    rebalance: bool = False
+    """Balance world:train and world:test here even when the shipped default sets
+    (mmsr/replicate/sets/, made by a full run with these defaults and the shipped eye) fit
+    the options; they are used only when every balancing option and the eye match."""
     balance_k: int = 4
     """Sampled answers without search per question (direct mode, T = 1)."""
     balance_threshold: int = 2

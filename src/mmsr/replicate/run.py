@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,12 +38,25 @@ from mmsr.demo import (
 )
 from mmsr.eval.modes import rag_actions
 from mmsr.replicate.config import ReplicateConfig
-from mmsr.stages import StageClock, begin, file_digest, finish, open_run, remove, reuse
+from mmsr.stages import (
+    DONE_FILE,
+    PARAMS_FILE,
+    StageClock,
+    begin,
+    file_digest,
+    finish,
+    open_run,
+    remove,
+    reusable,
+    reuse,
+)
 
 RESULTS_FILES = ("results.md", "results.json", "plots")
 STAGE_FOLDERS = ("eye", "balance-test", "balance-train", "sft", "grpo-main",
                  "grpo-no-penalty", "grpo-unbalanced", "eval")  # fmt: skip
 BALANCED, UNBALANCED = "balanced.parquet", "unbalanced.parquet"
+# The default balanced sets: the balance stages' folders of a full run (docs/RESULTS.md).
+SHIPPED_SETS = Path(__file__).parent / "sets"
 
 
 def clear_stages(out: Path) -> None:
@@ -217,30 +231,46 @@ def _align(folder: Path, params: dict[str, Any], console: Console) -> dict[str, 
 
 
 # ------------------------------------------------------------------------- balance
+def balance_config(config: ReplicateConfig):
+    from mmsr.data.balance import BalanceConfig
+
+    return BalanceConfig(k=config.balance_k, threshold=config.balance_threshold,
+                         rag_k=config.balance_rag_k, target_ratio=config.target_ratio,
+                         seed=config.seed, match=config.balance_match)  # fmt: skip
+
+
+def balance_params(config: ReplicateConfig, split: str, eye: dict[str, Any]) -> dict[str, Any]:
+    """What the balanced sets of `split` depend on (the stage's cache key)."""
+    pool = config.train_pool if split == "train" else config.test_pool
+    return {"base": eye["params"], "split": split, "pool": pool,
+            "balance": dataclasses.asdict(balance_config(config)),
+            "lenient": config.balance_lenient, "max_new_tokens": config.balance_max_new_tokens,
+            "search": config.search_config}  # fmt: skip
+
+
 def balance_stage(
     config: ReplicateConfig, split: str, folder: Path, eye, tools, console, state
 ) -> dict[str, Any]:
     """Balance a seeded subset of world:<split> with the eye's policy as the preliminary
     model (FVQA method, `mmsr data balance`); the train split also gets an unbalanced set of
     the same size drawn from the same subset."""
-    from mmsr.data.balance import BalanceConfig
     from mmsr.eval.commands import balance_to_parquet
     from mmsr.eval.modes import EvalConfig
     from mmsr.eval.samples import load_eval_samples
 
     pool = config.train_pool if split == "train" else config.test_pool
-    balance = BalanceConfig(k=config.balance_k, threshold=config.balance_threshold,
-                            rag_k=config.balance_rag_k, target_ratio=config.target_ratio,
-                            seed=config.seed, match=config.balance_match)  # fmt: skip
-    params = {"base": eye["params"], "split": split, "pool": pool,
-              "balance": dataclasses.asdict(balance), "lenient": config.balance_lenient,
-              "max_new_tokens": config.balance_max_new_tokens,
-              "search": config.search_config}  # fmt: skip
+    balance = balance_config(config)
+    params = balance_params(config, split, eye)
     # The record names its files: runs before stop 17 wrote "train.parquet" for both splits.
     if (done := reuse(folder, params, console, state, "")) is not None:
         _print_counts(split, done["counts"], console)
         return done
+    if not config.rebalance and (done := copy_shipped_sets(split, params, folder, console)):
+        state["status"] = "shipped"
+        _print_counts(split, done["counts"], console)
+        return done
     begin(folder, params, console)
+    started = time.monotonic()
     samples = load_eval_samples(f"world:{split}", pool, shuffle_seed=config.seed)
     console.print(
         f"{len(samples)} world:{split} questions, {config.balance_k} sampled answers each "
@@ -263,6 +293,33 @@ def balance_stage(
             samples, folder / BALANCED, folder / UNBALANCED, counts["output"], config.seed
         )
     _print_counts(split, counts, console)
+    result["minutes"] = round((time.monotonic() - started) / 60, 1)
+    return finish(folder, params, result)
+
+
+def copy_shipped_sets(
+    split: str, params: dict[str, Any], folder: Path, console: Console
+) -> dict[str, Any] | None:
+    """The default sets shipped with mmsr (this stage's output with the default options and
+    the shipped eye, docs/RESULTS.md), copied into `folder`, when they were made under
+    exactly `params`; else None (then the stage balances here)."""
+    source = SHIPPED_SETS / f"balance-{split}"
+    shipped = reusable(source, params)
+    if shipped is None:
+        return None
+    begin(folder, params, console)
+    for path in source.iterdir():
+        if path.name not in (DONE_FILE, PARAMS_FILE):
+            shutil.copy2(path, folder / path.name)
+    result = {"counts": shipped["counts"], "minutes": shipped.get("minutes"), "shipped": True}
+    for key in ("balanced", "unbalanced"):
+        if key in shipped:
+            result[key] = str(folder / Path(shipped[key]).name)
+    console.print(
+        f"world:{split}: the shipped balanced sets were made with these options "
+        f"({source.name}, {shipped.get('minutes', '?')} min to build on 2 cores); "
+        "--rebalance builds them here"
+    )
     return finish(folder, params, result)
 
 
