@@ -13,6 +13,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from mmsr.data.io import read_samples
 from mmsr.replicate import ReplicateConfig, clear_stages, run_replication
 from mmsr.replicate import run as replicate_run
 from mmsr.replicate.results import compute_targets, search_payoff
@@ -164,6 +165,22 @@ def test_shipped_sets_are_copied_only_under_the_same_params(tmp_path, monkeypatc
     assert (folder / "balanced.balance.json").read_text() == "balanced.balance.json"
     assert reusable(folder, params) == done  # a rerun reuses the copy like its own work
     assert "--rebalance" in console.export_text()
+
+
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_the_shipped_sets_fit_the_default_options(split, tmp_path):
+    """A new default balancing option or a new shipped eye needs new shipped sets (a full
+    run's balance stages, docs/REPLICATION.md), else every replication balances anew."""
+    config = ReplicateConfig(out=str(tmp_path))
+    eye = replicate_run.eye_stage(config, tmp_path / "eye", Console(quiet=True), {})
+    params = replicate_run.balance_params(config, split, eye)
+    shipped = reusable(replicate_run.SHIPPED_SETS / f"balance-{split}", params)
+    assert shipped is not None, f"mmsr/replicate/sets/balance-{split} was made with other options"
+    samples = read_samples(replicate_run.SHIPPED_SETS / f"balance-{split}" / "balanced.parquet")
+    counts = shipped["counts"]["output_categories"]
+    assert counts["search_free"] == counts["search_required"] > 0  # target ratio 1.0
+    assert len(samples) == shipped["counts"]["output"] == 2 * counts["search_free"]
+    assert {s.category for s in samples} == {"search_free", "search_required"}
 
 
 def test_fresh_deletes_only_what_the_replication_wrote(tmp_path):
