@@ -1,20 +1,21 @@
 """The one config of the nano replication (`bench/replicate_nano.py`).
 
 Default sizes are chosen for about 2 hours on 2 CPU cores with the search indexes already
-built (`mmsr search index`, ~11 min once). Where the time goes, measured in the full run of
-2026-12-03 (docs/RESULTS.md, "The nano replication"):
+built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in the run of
+2026-12-04 (docs/RESULTS.md, "The replication again"):
 
 - balance: the preliminary model answers each pooled question `balance_k` times without
-  search, batched (~0.45 s a sampled answer on 2 cores): world:test, all 402 questions,
-  12 min; world:train, 512 of its 1,389, 16.5 min (`balance_rag_k` 1 would add one RAG
-  answer per search_required question). Nano knows few answers (~4% of the questions are
-  search_free), so the pools must be large for a balanced set of a few dozen;
-- SFT: 30 steps of 8 replayed trajectories, ~18-20 min (10 steps: ~9 min);
-- GRPO: 16 steps x 4 questions x 4 rollouts, ~31 min a run (nano searching in 20-75% of
-  its rollouts; ~1.9 min a step): three runs (main, no penalty, unbalanced);
-- evaluation on the balanced test set (28 questions): 10 runs, ~16 min (RAG modes ~2.5
-  min each, on-demand ~1 min, direct ~25 s).
-So about 2 h 35 min in all (docs/REPLICATION.md): over the 2 h target.
+  search, batched: world:test, all 402 questions, ~9 min; world:train, 512 of its 1,389,
+  ~10 min. Nano knows few answers (~4% of the questions are search_free), so the pools
+  must be large for a balanced set of a few dozen. The default sets ship in
+  `mmsr/replicate/sets/` and are copied when the options and the eye match (`rebalance`);
+- SFT: 40 steps of 8 replayed trajectories, 27-34 min;
+- GRPO: 16 steps x 4 questions x 4 rollouts, 20-34 min a run (it follows how much nano
+  searches: 20 min when it stops searching, 34 min, ~2.1 min a step, when it always
+  does): three runs (main, no penalty, unbalanced);
+- evaluation on the balanced test set (38 questions): 10 runs, EVALTIME.
+So 1 h 50 min to 2 h 25 min with the shipped sets (docs/REPLICATION.md), depending on
+how much GRPO teaches nano to search; rebalancing adds ~20 min.
 
 `quick()` gives sizes that run in a few minutes (a wiring check, not a result).
 """
