@@ -13,8 +13,9 @@ built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in t
 - GRPO: 16 steps x 4 questions x 4 rollouts, 20-34 min a run (it follows how much nano
   searches: 20 min when it stops searching, 34 min, ~2.1 min a step, when it always
   does): three runs (main, no penalty, unbalanced);
-- evaluation on the balanced test set (38 questions): 10 runs, EVALTIME.
-So 1 h 50 min to 2 h 25 min with the shipped sets (docs/REPLICATION.md), depending on
+- evaluation on the balanced test set (38 questions): 10 runs, 25-35 min (RAG modes 4-5
+  min each, on-demand 3-10 min, direct ~45 s).
+So 1 h 55 min to 2 h 40 min with the shipped sets (docs/REPLICATION.md), depending on
 how much GRPO teaches nano to search; rebalancing adds ~20 min.
 
 `quick()` gives sizes that run in a few minutes (a wiring check, not a result).
