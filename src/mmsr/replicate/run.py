@@ -316,7 +316,8 @@ def copy_shipped_sets(
         if key in shipped:
             result[key] = str(folder / Path(shipped[key]).name)
     console.print(
-        f"world:{split}: the shipped balanced sets were made with these options "
+        # No colon right after the split: rich would read "world:train:" as an emoji code.
+        f"the shipped balanced sets of world:{split} were made with these options "
         f"({source.name}, {shipped.get('minutes', '?')} min to build on 2 cores); "
         "--rebalance builds them here"
     )
