@@ -232,6 +232,7 @@ def _align(folder: Path, params: dict[str, Any], console: Console) -> dict[str, 
 
 # ------------------------------------------------------------------------- balance
 def balance_config(config: ReplicateConfig):
+    """The `mmsr data balance` options of the replication's balance stages."""
     from mmsr.data.balance import BalanceConfig
 
     return BalanceConfig(k=config.balance_k, threshold=config.balance_threshold,
@@ -258,9 +259,9 @@ def balance_stage(
     from mmsr.eval.modes import EvalConfig
     from mmsr.eval.samples import load_eval_samples
 
-    pool = config.train_pool if split == "train" else config.test_pool
     balance = balance_config(config)
     params = balance_params(config, split, eye)
+    pool = params["pool"]
     # The record names its files: runs before stop 17 wrote "train.parquet" for both splits.
     if (done := reuse(folder, params, console, state, "")) is not None:
         _print_counts(split, done["counts"], console)
