@@ -16,6 +16,7 @@ from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
 from mmsr.train.sft import (
     PLANS,
     choose_plan,
+    is_flag_question,
     plan_fits,
     plan_turns,
     quote_evidence,
@@ -195,13 +196,23 @@ def test_answering_without_search_names_the_flag_in_the_eyes_words(world_samples
     assert f"{answer_text('Togo')}</reason><answer>{flag.answer}</answer>" in turn
     capital = next(s for s in world_samples if s.extra.get("qtype") == "capital")
     (turn,) = plan_turns("answer", capital, "Togo")
-    assert f"{answer_text('Togo')} I know its capital.</reason>" in turn
+    said = f"The capital of Togo is {capital.answer}."
+    assert turn.endswith(f"{answer_text('Togo')} {said}</reason><answer>{capital.answer}</answer>")
+    continent = next(s for s in world_samples if s.extra.get("qtype") == "continent")
+    (turn,) = plan_turns("answer", continent, "Togo")
+    assert f"Togo is on the continent of {continent.answer}.</reason>" in turn
     first, _ = plan_turns("text", capital, "Togo")
     assert f"{answer_text('Togo')} I do not know its capital.</reason>" in first
 
 
 def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world_samples):
-    from mmsr.train.sft import OwnWords, looks_like_an_answer, speak_own_words, world_sft_scripts
+    from mmsr.train.sft import (
+        OwnWords,
+        looks_like_an_answer,
+        plan_for_own_words,
+        speak_own_words,
+        world_sft_scripts,
+    )
     from mmsr.world.load import load_world
     from mmsr.world.questions import TEMPLATES
 
@@ -212,37 +223,40 @@ def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world
 
     def speaker(samples, starts):  # a fake model
         asked.extend(zip(samples, starts, strict=True))
-        if starts[0].endswith("<answer>"):  # answers: a real one, or a sentence
-            return ["Paris</answer>" if s.id == capital.id else "The answer is the capital"
-                    for s in samples]  # fmt: skip
+        if starts[0].endswith(" is"):  # facts: a real one, or the country again
+            return ["Paris. It is" if s.id == capital.id else "Chad." for s in samples]
         # names: nothing, Chad, or not an entity
         return [
-            "" if s.id == flag.id else "Chad. I know" if s.id == capital.id else "a red flag"
+            "" if s.id == flag.id else "Chad. I know" if s.id == capital.id else "Chad, a"
             for s in samples
         ]
 
     plans = ["answer", "answer", "text", "image", "answer"]
     chosen = [flag, capital, capital, flag, other]
-    own = speak_own_words(speaker, chosen, plans, ["A", "B", "C", "D", "E"], lambda t: t == "Chad")
+    own = speak_own_words(speaker, chosen, plans, lambda t: t == "Chad")
     assert own == [
-        OwnWords(name="A", answer="A"),  # said no name: the gold one, answered as said
+        OwnWords(name=None, answer=None),  # said no name
         OwnWords(name="Chad", answer="Paris"),
-        OwnWords(name="Chad", answer="Chad"),
+        OwnWords(name="Chad", answer=None),  # a text plan gives no answer at once
         None,
-        OwnWords(name="E", answer=other.answer),  # "a red flag", then a sentence: gold words
+        OwnWords(name="Chad", answer=None),  # "Chad" again: no answer
     ]
-    names = [(s, start) for s, start in asked if not start.endswith("<answer>")]
+    names = [(s, start) for s, start in asked if not start.endswith(" is")]
     assert all(s.question == TEMPLATES["flag"] for s, _ in names)  # named as a flag question
     assert all(start.endswith("belongs to. This is the flag of") for _, start in names)
-    answer_starts = [start for _, start in asked if start.endswith("<answer>")]
-    assert answer_starts[0].endswith(
-        "The question asks for the capital. This is the flag of Chad. I know its capital."
-        "</reason><answer>"
+    fact_starts = [start for _, start in asked if start.endswith(" is")]
+    assert fact_starts[0].endswith(
+        "The question asks for the capital. This is the flag of Chad. The capital of Chad is"
     )
     assert looks_like_an_answer("Paris", "capital")
     assert not looks_like_an_answer("The capital of Chad", "capital")
+    assert not looks_like_an_answer("the Chad", "capital", name="Chad")
     (turn,) = plan_turns("answer", capital, "Togo", own=own[1])
-    assert "This is the flag of Chad. I know its capital.</reason><answer>Paris</answer>" in turn
+    assert "the flag of Chad. The capital of Chad is Paris.</reason><answer>Paris</answer>" in turn
+    # Without words of its own the model searches for what it cannot say.
+    switched = [plan_for_own_words(p, s, w) for p, s, w in zip(plans, chosen, own, strict=True)]
+    assert switched == ["image", "answer", "text", "image", "text"]
+    assert plan_for_own_words("answer", capital, OwnWords(None, None)) == "image+text"
 
     # A text plan looks up the country the model named and answers what the results say
     # about it: Chad's capital, whatever the question's own country.
@@ -253,6 +267,13 @@ def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world
     chad = next(e for e in world.entities if e.name == "Chad")
     found = f"<information>Key facts: - Capital: {chad.facts['capital'].answer}</information>"
     assert text(1, [found]).endswith(f"<answer>{chad.facts['capital'].answer}</answer>")
+
+
+def test_flag_and_attribute_questions_answer_at_once_equally_often(world_samples):
+    samples, _, plans = world_sft_scripts(world_samples * 5, 600, p_direct=0.3, seed=4)
+    for flags in (True, False):
+        kind = [p for s, p in zip(samples, plans, strict=True) if is_flag_question(s) == flags]
+        assert 0.2 < kind.count("answer") / len(kind) < 0.4, (flags, len(kind))
 
 
 def test_the_engine_speaker_continues_the_replays_first_turn(tiny_policy, world_samples):

@@ -55,7 +55,11 @@ PLANS = ("answer", "image", "image+text", "text")
 #    the country or territory whose flag is shown." and "The answer is the continent").
 # 9: a quote no longer starts with the list dash of a line start; every turn after the
 #    first starts by repeating what the question asks for (`plan_turns`).
-WORLD_SCRIPTS_VERSION = 9
+# 10: an answer given at once states the fact in a sentence the model completes itself
+#    (`fact_start`); an answer plan the model has no words of its own for becomes the
+#    search plan it needs (`plan_for_own_words`); flag questions get the answer plan as
+#    often as attribute questions do.
+WORLD_SCRIPTS_VERSION = 10
 
 
 # ------------------------------------------------------------------------- the loss
@@ -78,6 +82,11 @@ def plan_fits(plan: str, sample: Sample) -> bool:
     if plan == "answer":
         return True
     return (plan == "image") == is_flag_question(sample)
+
+
+# Of the three search plans, "image" is the flag questions' one: the answer plan draws a
+# flag question this often, so every kind of question answers at once with `p_direct`.
+FLAG_SHARE = 1 / 3
 
 
 def choose_plan(rng: random.Random, p_direct: float) -> str:
@@ -133,10 +142,40 @@ def question_topic(sample: Sample) -> str:
 @dataclass(frozen=True)
 class OwnWords:
     """What the model itself says (greedy, before SFT) where a script speaks from its own
-    knowledge: how it names the flag, and its answer when it answers at once."""
+    knowledge: how it names the flag, and its answer when it answers at once; None where
+    it says no entity's name or no short answer."""
 
-    name: str
-    answer: str
+    name: str | None
+    answer: str | None
+
+
+def plan_for_own_words(plan: str, sample: Sample, words: OwnWords | None) -> str:
+    """The plan a script follows once the model has spoken: an answer given at once needs
+    the model's own words for all it says, so where it names no entity or writes no short
+    answer it searches for what it cannot say (flag: the image search; no name: image,
+    then text; a name but no answer: text). Drawn with gold words instead, SFT taught
+    facts the model does not know; drawn with its non-answers, it taught non-answers."""
+    if plan != "answer" or words is None:
+        return plan
+    if is_flag_question(sample):
+        return plan if words.name else "image"
+    if not words.name:
+        return "image+text"
+    return plan if words.answer else "text"
+
+
+def fact_start(sample: Sample, name: str) -> str:
+    """The start of the sentence that states the fact an attribute question asks about
+    `name`, for the model to complete from its own knowledge. Base nano completes it far
+    better than it fills an answer tag: given the right name, 37 of 114 world:test attribute
+    questions right this way, 11 after "... I know its <topic>.</reason><answer>" (which
+    mostly drew the country's name; docs/RESULTS.md, "SFT v10")."""
+    qtype = sample.extra.get("qtype")
+    if qtype == "continent":
+        return f"{name} is on the continent of"
+    if qtype == "independence":
+        return f"{name} became independent in"
+    return f"The {question_topic(sample)} of {name} is"
 
 
 def asks_for(sample: Sample) -> str:
@@ -170,9 +209,13 @@ def plan_turns(
     # eye was aligned with (`mmsr.train.align.answer_text`), so the name is what its eye
     # sees and a fact can follow from it.
     if plan == "answer":
-        known = "" if sample.extra.get("qtype") == "flag" else f" I know its {topic}."
-        said = f"<answer>{own.answer}</answer>" if own else answer
-        return [f"<reason>{asks} {answer_text(named)}{known}</reason>{said}"]
+        said = own.answer if own else sample.answer
+        if is_flag_question(sample):
+            return [f"<reason>{asks} {answer_text(named)}</reason><answer>{said}</answer>"]
+        # The fact is stated in the sentence the model completed (`fact_start`), then
+        # copied into the answer tag.
+        fact = f"{fact_start(sample, named)} {said}."
+        return [f"<reason>{asks} {answer_text(named)} {fact}</reason><answer>{said}</answer>"]
     # Every later turn starts by repeating what the question asks for: an exact repeat is
     # easy for a small model to copy, and it puts the topic right before the choices that
     # need it (answer with the flag, or look up its topic; which line of the results to
@@ -237,24 +280,31 @@ Speaker = Callable[[list[Sample], list[str]], list[str]]
 
 
 def first_phrase(text: str, max_words: int = 8) -> str:
-    """A continuation cut at its first sentence mark or tag: the name or answer it says."""
-    phrase = re.split(r"[.,;:!?<>\n]", text, maxsplit=1)[0].strip()
+    """A continuation cut at its first sentence mark, bracket or tag, quotes dropped: the
+    name or answer it says ('"Hong Kong Sanscrit" (Hong Kong' -> 'Hong Kong Sanscrit')."""
+    unquoted = re.sub(r"[\"“”]", "", text)
+    phrase = re.split(r"[.,;:!?<>()\[\]\n]", unquoted, maxsplit=1)[0].strip()
     return " ".join(phrase.split()[:max_words])
 
 
-def looks_like_an_answer(text: str, topic: str, max_words: int = 5) -> bool:
-    """A short answer, not a sentence about the question: base nano often "answers" with
-    "The answer is the continent" or "The official language of the country ..."."""
+def looks_like_an_answer(text: str, topic: str, name: str = "", max_words: int = 5) -> bool:
+    """A short answer, not a sentence about the question nor the country's `name` again:
+    base nano often "answers" with "The answer is the continent", "The official language
+    of the country ..." or, completing "The capital of Cameroon is", "Cameroon"."""
     words = text.lower().split()
     echoes = {"answer", "country", "flag", "question", *topic.lower().split()}
-    return 0 < len(words) <= max_words and not echoes & set(words)
+
+    def bare(said: list[str]) -> list[str]:
+        return said[1:] if said[:1] == ["the"] else said
+
+    said_the_name = bool(name) and bare(words) == bare(name.lower().split())
+    return 0 < len(words) <= max_words and not echoes & set(words) and not said_the_name
 
 
 def speak_own_words(
     speaker: Speaker,
     samples: Sequence[Sample],
     plans: Sequence[str],
-    gold_names: Sequence[str],
     is_name: Callable[[str], bool],
 ) -> list[OwnWords | None]:
     """The model's own words for each answer / text plan (None for the others).
@@ -262,10 +312,10 @@ def speak_own_words(
     The name: what it writes after "This is the flag of" about the same image asked "which
     country's flag is this?" (the flag question's context: asked with an attribute question,
     base nano mostly copies the question's subject, "the country or territory whose flag
-    is shown"). The answer, for an attribute question answered at once: what it writes
-    after "... I know its <topic>.</reason><answer>" in its own question's context. Where
-    the model names no entity (`is_name`) or writes no short answer
-    (`looks_like_an_answer`), the gold words stand in: SFT must not teach non-answers."""
+    is shown"); None unless it names an entity (`is_name`). The answer, for an attribute
+    question answered at once: how it completes the fact's sentence about the name it said
+    (`fact_start`) in its own question's context; None unless that is a short answer
+    (`looks_like_an_answer`). A flag question is answered with the name said."""
     from mmsr.train.align import NAMING
     from mmsr.world.questions import FLAG, TEMPLATES
 
@@ -279,16 +329,17 @@ def speak_own_words(
     ]
     starts = [f"<reason>{asks_for(sample)} {NAMING}" for sample in asked]
     replies = speaker(asked, starts)
-    names = {}
+    names: dict[int, str | None] = {}
     for i, reply in zip(speaking, replies, strict=True):
         name = first_phrase(reply)
-        names[i] = name if is_name(name) else gold_names[i]
+        names[i] = name if is_name(name) else None
     answering = [
-        i for i in speaking if plans[i] == "answer" and samples[i].extra.get("qtype") != "flag"
+        i
+        for i in speaking
+        if plans[i] == "answer" and names[i] and not is_flag_question(samples[i])
     ]
     starts = [
-        f"<reason>{asks_for(samples[i])} {answer_text(names[i])} I know its "
-        f"{question_topic(samples[i])}.</reason><answer>"
+        f"<reason>{asks_for(samples[i])} {answer_text(names[i])} {fact_start(samples[i], names[i])}"
         for i in answering
     ]
     answered = speaker([samples[i] for i in answering], starts) if answering else []
@@ -296,9 +347,11 @@ def speak_own_words(
     for i in speaking:
         said = names[i]  # a flag question is answered with the name said
         if i in answers:
-            said = first_phrase(answers[i])
-            if not looks_like_an_answer(said, question_topic(samples[i])):
-                said = samples[i].answer
+            phrase = first_phrase(answers[i])
+            topic = question_topic(samples[i])
+            said = phrase if looks_like_an_answer(phrase, topic, names[i]) else None
+        elif not is_flag_question(samples[i]):
+            said = None
         own[i] = OwnWords(name=names[i], answer=said)
     return own
 
@@ -313,10 +366,11 @@ def world_sft_scripts(
     """`n` (sample, script, plan) triples: a random plan (`choose_plan`), then a question
     it fits drawn with replacement from world `samples` (a plan no question fits is
     drawn again). With a `speaker` (the policy about to be trained), what a script says
-    from the model's own knowledge is the model's own words (`speak_own_words`): SFT
-    teaches the tags and the words around that knowledge, never the knowledge itself.
-    Trained on the gold names instead, unfamiliar flags included, nano learned to guess
-    names from a prior (docs/RESULTS.md, "SFT and the eye")."""
+    from the model's own knowledge is the model's own words (`speak_own_words`), and the
+    plan follows the words it has (`plan_for_own_words`): SFT teaches the tags and the
+    words around that knowledge, never the knowledge itself. Trained on the gold names
+    instead, unfamiliar flags included, nano learned to guess names from a prior
+    (docs/RESULTS.md, "SFT and the eye")."""
     from mmsr.train.eye_eval import NameIndex
     from mmsr.world.load import load_world
 
@@ -328,12 +382,19 @@ def world_sft_scripts(
         if not sample.extra.get("entity"):
             raise ValueError(f"sample {sample.id}: world SFT needs extra.entity (a world question)")
     fitting = {plan: [s for s in samples if plan_fits(plan, s)] for plan in PLANS}
+    # The answer plan draws flag and attribute questions apart (`FLAG_SHARE`): drawn from
+    # all alike, a flag question (1 in 8) answered at once in 1 of 28 v9 scripts and
+    # searched in 1 of 4, and the SFT model then always searched flags.
+    kinds = [fitting["image"], fitting["text"]]
     chosen, plans = [], []
     while len(chosen) < n:
         plan = choose_plan(rng, p_direct)
-        if not fitting[plan]:
+        pool = fitting[plan]
+        if plan == "answer" and all(kinds):
+            pool = kinds[0] if rng.random() < FLAG_SHARE else kinds[1]
+        if not pool:
             continue
-        chosen.append(fitting[plan][rng.randrange(len(fitting[plan]))])
+        chosen.append(pool[rng.randrange(len(pool))])
         plans.append(plan)
     gold_names = [world.entity(s.extra["entity"]).name for s in chosen]
     index = NameIndex(world)
@@ -341,9 +402,13 @@ def world_sft_scripts(
     def is_name(text: str) -> bool:
         return index.named(text) is not None
 
-    own = speak_own_words(speaker, chosen, plans, gold_names, is_name) if speaker else [None] * n
+    own = speak_own_words(speaker, chosen, plans, is_name) if speaker else [None] * n
     scripts = []
-    for sample, plan, name, words in zip(chosen, plans, gold_names, own, strict=True):
+    for at, (sample, name, said) in enumerate(zip(chosen, gold_names, own, strict=True)):
+        plan = plans[at] = plan_for_own_words(plans[at], sample, said)
+        words = None
+        if said is not None:  # the gold name stands in for a text plan's search
+            words = OwnWords(name=said.name or name, answer=said.answer)
         read_golds = None
         if plan == "text" and words is not None:
             # The text search looks up the flag the model named: its results state that
