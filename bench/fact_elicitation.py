@@ -61,7 +61,7 @@ def elicit(policy, samples, start, batch_size: int = 16, max_new_tokens: int = 1
             for s, name in zip(chunk, names, strict=True)
         ]
         replies = generate_batch(policy, images, prompts, max_new_tokens, prefixes)
-        said += [first_phrase(r) for r in replies]
+        said += [first_phrase(r, brackets=True) for r in replies]
     return said
 
 

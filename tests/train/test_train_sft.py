@@ -209,11 +209,8 @@ def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world
     from mmsr.train.sft import (
         OwnWords,
         looks_like_an_answer,
-        plan_for_own_words,
         speak_own_words,
-        world_sft_scripts,
     )
-    from mmsr.world.load import load_world
     from mmsr.world.questions import TEMPLATES
 
     flag = next(s for s in world_samples if s.extra.get("qtype") == "flag")
@@ -253,20 +250,50 @@ def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world
     assert not looks_like_an_answer("the Chad", "capital", name="Chad")
     (turn,) = plan_turns("answer", capital, "Togo", own=own[1])
     assert "the flag of Chad. The capital of Chad is Paris.</reason><answer>Paris</answer>" in turn
-    # Without words of its own the model searches for what it cannot say.
-    switched = [plan_for_own_words(p, s, w) for p, s, w in zip(plans, chosen, own, strict=True)]
-    assert switched == ["image", "answer", "text", "image", "text"]
-    assert plan_for_own_words("answer", capital, OwnWords(None, None)) == "image+text"
 
-    # A text plan looks up the country the model named and answers what the results say
-    # about it: Chad's capital, whatever the question's own country.
-    samples, scripts, plans = world_sft_scripts([capital], 6, 0.0, 0, speaker)
-    text = next(script for script, plan in zip(scripts, plans, strict=True) if plan == "text")
-    assert "<text_search>Chad capital</text_search>" in text(0, [])
+
+def test_with_the_model_speaking_each_question_takes_the_plan_its_knowledge_calls_for():
+    from mmsr.train.sft import OwnWords, fact_start, plan_from_knowledge
+    from mmsr.world.load import load_world
+
     world = load_world()
-    chad = next(e for e in world.entities if e.name == "Chad")
-    found = f"<information>Key facts: - Capital: {chad.facts['capital'].answer}</information>"
-    assert text(1, [found]).endswith(f"<answer>{chad.facts['capital'].answer}</answer>")
+    samples = random.Random(0).sample(world.questions_in("train"), 400)
+    flag = next(s for s in samples if is_flag_question(s))
+    capital = next(s for s in samples if s.extra.get("qtype") == "capital")
+    right = capital.extra["entity"]
+    assert plan_from_knowledge(flag, OwnWords("X", "X"), flag.extra["entity"]) == "answer"
+    assert plan_from_knowledge(flag, OwnWords("X", "X"), None) == "image"
+    assert plan_from_knowledge(capital, OwnWords("X", capital.answer), right) == "answer"
+    assert plan_from_knowledge(capital, OwnWords("X", "Nowhere"), right) == "text"
+    assert plan_from_knowledge(capital, OwnWords("X", None), right) == "text"
+    assert plan_from_knowledge(capital, OwnWords("X", capital.answer), "zz") == "image+text"
+
+    # A fake model: names the flags of entities whose code starts a-m right, others
+    # wrong; knows the facts of a-f.
+    def knows(sample, letters):  # by the id: a flag question asked keeps only its qtype
+        return sample.id.split("-")[1][0] in letters
+
+    def speaker(asked, starts):
+        if not starts[0].endswith("This is the flag of"):  # the facts' sentences
+            return [f"{s.answer}." if knows(s, "abcdef") else "Nowhere." for s in asked]
+        other = world.entity("fr").name
+        return [world.entity(s.id.split("-")[1]).name if knows(s, "abcdefghijklm") else other
+                for s in asked]  # fmt: skip
+
+    chosen, scripts, plans = world_sft_scripts(samples, 200, p_direct=0.3, seed=0, speaker=speaker)
+    assert 0.2 < plans.count("answer") / 200 < 0.4
+    for sample, script, plan in zip(chosen, scripts, plans, strict=True):
+        if is_flag_question(sample):
+            assert plan == ("answer" if knows(sample, "abcdefghijklm") else "image")
+        elif not knows(sample, "abcdefghijklm"):
+            assert plan == "image+text"
+        else:
+            assert plan == ("answer" if knows(sample, "abcdef") else "text"), sample.id
+        if plan == "answer" and not is_flag_question(sample):
+            said = (
+                f"{fact_start(sample, world.entity(sample.extra['entity']).name)} {sample.answer}."
+            )
+            assert script(0, []).endswith(f"{said}</reason><answer>{sample.answer}</answer>")
 
 
 def test_flag_and_attribute_questions_answer_at_once_equally_often(world_samples):

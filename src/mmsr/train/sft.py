@@ -56,10 +56,10 @@ PLANS = ("answer", "image", "image+text", "text")
 # 9: a quote no longer starts with the list dash of a line start; every turn after the
 #    first starts by repeating what the question asks for (`plan_turns`).
 # 10: an answer given at once states the fact in a sentence the model completes itself
-#    (`fact_start`); an answer plan the model has no words of its own for becomes the
-#    search plan it needs (`plan_for_own_words`); flag questions get the answer plan as
-#    often as attribute questions do.
-WORLD_SCRIPTS_VERSION = 10
+#    (`fact_start`); flag questions get the answer plan as often as attribute questions.
+# 11: with the model speaking, a question's plan follows what it gets right on its own
+#    (`plan_from_knowledge`); the plan mix stays `choose_plan`'s.
+WORLD_SCRIPTS_VERSION = 11
 
 
 # ------------------------------------------------------------------------- the loss
@@ -149,19 +149,25 @@ class OwnWords:
     answer: str | None
 
 
-def plan_for_own_words(plan: str, sample: Sample, words: OwnWords | None) -> str:
-    """The plan a script follows once the model has spoken: an answer given at once needs
-    the model's own words for all it says, so where it names no entity or writes no short
-    answer it searches for what it cannot say (flag: the image search; no name: image,
-    then text; a name but no answer: text). Drawn with gold words instead, SFT taught
-    facts the model does not know; drawn with its non-answers, it taught non-answers."""
-    if plan != "answer" or words is None:
-        return plan
+def plan_from_knowledge(sample: Sample, words: OwnWords, named: str | None) -> str:
+    """The plan a question's script follows, from what the model itself says about it
+    (`words`; `named`: the entity its name denotes): it answers at once what it gets right
+    on its own (the flag's name; and for an attribute question, the fact too, by exact
+    match), looks up the fact of a flag it names right but a fact it does not know (text),
+    and searches with the image a flag it cannot name (image, then text for a fact).
+    Rejection sampling on the model's own answers: the search decision SFT teaches follows
+    the model's knowledge, the knowledge itself stays the model's. Drawn at random instead
+    (v9, v10), nano's greedy decision ignored the question: always search, or never."""
+    from mmsr.reward import RewardConfig, answer_matches
+
+    knows_flag = named is not None and named == sample.extra.get("entity")
     if is_flag_question(sample):
-        return plan if words.name else "image"
-    if not words.name:
+        return "answer" if knows_flag else "image"
+    if not knows_flag:
         return "image+text"
-    return plan if words.answer else "text"
+    golds = [sample.answer, *sample.aliases]
+    knows_fact = words.answer is not None and answer_matches(words.answer, golds, RewardConfig())
+    return "answer" if knows_fact else "text"
 
 
 def fact_start(sample: Sample, name: str) -> str:
@@ -279,11 +285,14 @@ def world_script(
 Speaker = Callable[[list[Sample], list[str]], list[str]]
 
 
-def first_phrase(text: str, max_words: int = 8) -> str:
-    """A continuation cut at its first sentence mark, bracket or tag, quotes dropped: the
-    name or answer it says ('"Hong Kong Sanscrit" (Hong Kong' -> 'Hong Kong Sanscrit')."""
+def first_phrase(text: str, max_words: int = 8, brackets: bool = False) -> str:
+    """A continuation cut at its first sentence mark or tag, and with `brackets` at its
+    first bracket, quotes dropped: the name or answer it says ('"Hong Kong Sanscrit" (Hong
+    Kong' -> 'Hong Kong Sanscrit'; names keep theirs: "Cocos (Keeling) Islands")."""
     unquoted = re.sub(r"[\"“”]", "", text)
-    phrase = re.split(r"[.,;:!?<>()\[\]\n]", unquoted, maxsplit=1)[0].strip()
+    # A dot ends the phrase only before a space or the end: ".tg" is an answer.
+    marks = r"[,;:!?<>()\[\]\n]|\.(?=\s|$)" if brackets else r"[,;:!?<>\n]|\.(?=\s|$)"
+    phrase = re.split(marks, unquoted, maxsplit=1)[0].strip()
     return " ".join(phrase.split()[:max_words])
 
 
@@ -292,13 +301,15 @@ def looks_like_an_answer(text: str, topic: str, name: str = "", max_words: int =
     base nano often "answers" with "The answer is the continent", "The official language
     of the country ..." or, completing "The capital of Cameroon is", "Cameroon"."""
     words = text.lower().split()
-    echoes = {"answer", "country", "flag", "question", *topic.lower().split()}
+    # The topic as a whole: "South Point" is a highest point.
+    names_topic = f" {topic.lower()} " in f" {' '.join(words)} "
 
     def bare(said: list[str]) -> list[str]:
         return said[1:] if said[:1] == ["the"] else said
 
     said_the_name = bool(name) and bare(words) == bare(name.lower().split())
-    return 0 < len(words) <= max_words and not echoes & set(words) and not said_the_name
+    echoes = {"answer", "country", "flag", "question"} & set(words)
+    return 0 < len(words) <= max_words and not echoes and not names_topic and not said_the_name
 
 
 def speak_own_words(
@@ -347,7 +358,7 @@ def speak_own_words(
     for i in speaking:
         said = names[i]  # a flag question is answered with the name said
         if i in answers:
-            phrase = first_phrase(answers[i])
+            phrase = first_phrase(answers[i], brackets=True)
             topic = question_topic(samples[i])
             said = phrase if looks_like_an_answer(phrase, topic, names[i]) else None
         elif not is_flag_question(samples[i]):
@@ -363,14 +374,17 @@ def world_sft_scripts(
     seed: int,
     speaker: Speaker | None = None,
 ) -> tuple[list[Sample], list[Any], list[str]]:
-    """`n` (sample, script, plan) triples: a random plan (`choose_plan`), then a question
-    it fits drawn with replacement from world `samples` (a plan no question fits is
-    drawn again). With a `speaker` (the policy about to be trained), what a script says
-    from the model's own knowledge is the model's own words (`speak_own_words`), and the
-    plan follows the words it has (`plan_for_own_words`): SFT teaches the tags and the
-    words around that knowledge, never the knowledge itself. Trained on the gold names
-    instead, unfamiliar flags included, nano learned to guess names from a prior
-    (docs/RESULTS.md, "SFT and the eye")."""
+    """`n` (sample, script, plan) triples: a plan drawn at random (`choose_plan`: answer
+    at once with `p_direct`, else one of the three search plans), then a question drawn
+    with replacement (a plan no question takes is drawn again).
+
+    With a `speaker` (the policy about to be trained), the model first speaks about up
+    to `3 n` seeded questions (`speak_own_words`): each question takes the plan its
+    words call for (`plan_from_knowledge`), and what a script says from the model's own
+    knowledge is those words. So SFT teaches the tags, and to search where the model's
+    own answer is wrong, never a fact the model does not say itself (trained on gold
+    names, nano learned to guess names from a prior: docs/RESULTS.md, "SFT and the
+    eye"). Without one, any question the plan fits, the gold words spoken."""
     from mmsr.train.eye_eval import NameIndex
     from mmsr.world.load import load_world
 
@@ -381,43 +395,44 @@ def world_sft_scripts(
     for sample in samples:
         if not sample.extra.get("entity"):
             raise ValueError(f"sample {sample.id}: world SFT needs extra.entity (a world question)")
-    fitting = {plan: [s for s in samples if plan_fits(plan, s)] for plan in PLANS}
-    # The answer plan draws flag and attribute questions apart (`FLAG_SHARE`): drawn from
-    # all alike, a flag question (1 in 8) answered at once in 1 of 28 v9 scripts and
-    # searched in 1 of 4, and the SFT model then always searched flags.
-    kinds = [fitting["image"], fitting["text"]]
-    chosen, plans = [], []
+    index = NameIndex(world)
+    pool = list(samples)
+    own: list[OwnWords | None] = [None] * len(pool)
+    if speaker is None:
+        takes = {plan: [i for i, s in enumerate(pool) if plan_fits(plan, s)] for plan in PLANS}
+        # The answer plan draws flag and attribute questions apart (`FLAG_SHARE`): drawn
+        # from all alike, a flag question (1 in 8) answered at once in 1 of 28 v9 scripts
+        # and was searched in 1 of 4.
+        kinds = [takes["image"], takes["text"]]
+    else:
+        pool = rng.sample(pool, min(len(pool), 3 * n))
+        own = speak_own_words(speaker, pool, ["answer"] * len(pool), lambda t: bool(index.named(t)))
+        known = [
+            plan_from_knowledge(s, w, index.named(w.name) if w and w.name else None)
+            for s, w in zip(pool, own, strict=True)
+        ]
+        takes = {plan: [i for i, k in enumerate(known) if k == plan] for plan in PLANS}
+        kinds = []
+    chosen: list[int] = []
+    plans: list[str] = []
     while len(chosen) < n:
         plan = choose_plan(rng, p_direct)
-        pool = fitting[plan]
-        if plan == "answer" and all(kinds):
-            pool = kinds[0] if rng.random() < FLAG_SHARE else kinds[1]
-        if not pool:
+        bucket = takes[plan]
+        if plan == "answer" and kinds and all(kinds):
+            bucket = kinds[0] if rng.random() < FLAG_SHARE else kinds[1]
+        if not bucket:
             continue
-        chosen.append(pool[rng.randrange(len(pool))])
+        chosen.append(bucket[rng.randrange(len(bucket))])
         plans.append(plan)
-    gold_names = [world.entity(s.extra["entity"]).name for s in chosen]
-    index = NameIndex(world)
-
-    def is_name(text: str) -> bool:
-        return index.named(text) is not None
-
-    own = speak_own_words(speaker, chosen, plans, is_name) if speaker else [None] * n
     scripts = []
-    for at, (sample, name, said) in enumerate(zip(chosen, gold_names, own, strict=True)):
-        plan = plans[at] = plan_for_own_words(plans[at], sample, said)
+    for at, plan in zip(chosen, plans, strict=True):
+        sample, said = pool[at], own[at]
+        name = world.entity(sample.extra["entity"]).name
         words = None
-        if said is not None:  # the gold name stands in for a text plan's search
-            words = OwnWords(name=said.name or name, answer=said.answer)
-        read_golds = None
-        if plan == "text" and words is not None:
-            # The text search looks up the flag the model named: its results state that
-            # country's fact, so the answer read from them is that fact.
-            named = index.named(words.name)
-            fact = world.entity(named).facts.get(sample.extra["qtype"]) if named else None
-            read_golds = [fact.answer, *fact.aliases] if fact else None
-        scripts.append(world_script(plan, sample, name, words, read_golds))
-    return chosen, scripts, plans
+        if said is not None:  # the gold name stands in where the model said none
+            words = OwnWords(name=said.name or name, answer=said.answer or sample.answer)
+        scripts.append(world_script(plan, sample, name, words))
+    return [pool[at] for at in chosen], scripts, plans
 
 
 # ------------------------------------------------------------------------- distillation
