@@ -187,8 +187,8 @@ class SFTConfig:
     n_trajectories: int = 256
     """World synthesis: trajectories to build (questions are drawn with replacement)."""
     p_direct: float = 0.3
-    """World synthesis: probability that a script answers at once (chosen at random per
-    question, never from what the model knows)."""
+    """World synthesis: share of scripts that answer at once (each drawn for a question
+    the model answers right on its own; the others search)."""
     steps: int = 50
     """Optimizer steps."""
     batch_size: int = 8

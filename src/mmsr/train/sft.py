@@ -2,12 +2,13 @@
 
 Two sources of trajectories, both turned into exact tensors by `RolloutEngine.replay`
 (the same chat layout, masks and M-RoPE positions as rollouts; tool calls really run):
-- world synthesis: a plan drawn AT RANDOM (seeded, never from what the model knows):
-  answer at once, image search then answer (flag questions), or (attribute questions)
-  image search, text search, answer / text search, answer; then a question the plan
-  fits. So SFT teaches how to use the tags, and GRPO still has to learn when searching
-  pays off. What a turn says from the model's own knowledge (the flag's name, an answer
-  given at once) is the model's own greedy words: SFT teaches the tags, not knowledge.
+- world synthesis: a plan drawn at random (seeded): answer at once, image search then
+  answer (flag questions), or (attribute questions) image search, text search, answer /
+  text search, answer; then a question that takes it, by what the model says about it on
+  its own (`plan_from_knowledge`): it answers at once what it gets right, looks up a fact
+  it states wrong, searches with the image a flag it cannot name. What a turn says from
+  the model's own knowledge (the flag's name, a fact stated at once) is the model's own
+  greedy words: SFT teaches the tags and where the model's knowledge ends, not knowledge.
 - distillation: the assistant turns recorded in any trajectory JSONL (`mmsr eval` output
   lines, or lines holding `question` + `trajectory.turns`), replayed turn by turn.
 """
