@@ -42,23 +42,23 @@ STARTS = {
 COLUMNS = ("kept", "em", "subem")
 
 
-def elicit(policy, samples, start, batch_size: int = 16, max_new_tokens: int = 12) -> list[str]:
-    """The first phrase the policy says after `start` for each world question, greedy, in
-    the first turn's context (the image, the tool instruction, the question)."""
+def elicit(
+    policy, samples, names, start, batch_size: int = 16, max_new_tokens: int = 12
+) -> list[str]:
+    """The first phrase the policy says after `start` for each world question (its flag
+    named `names[i]`), greedy, in the first turn's context (the image, the tool
+    instruction, the question)."""
     from mmsr.models.generate import generate_batch, open_image
     from mmsr.rollout.prompts import first_turn_text
-    from mmsr.world.load import load_world
 
-    world = load_world()
     said = []
     for at in range(0, len(samples), batch_size):
         chunk = samples[at : at + batch_size]
-        names = [world.entity(s.extra["entity"]).name for s in chunk]
         images = [open_image(s.images[0].bytes or s.images[0].path) for s in chunk]
         prompts = [first_turn_text(s.question) for s in chunk]
         prefixes = [
             f"<reason>{asks_for(s)} {answer_text(name)} {start(s, name)}"
-            for s, name in zip(chunk, names, strict=True)
+            for s, name in zip(chunk, names[at : at + batch_size], strict=True)
         ]
         replies = generate_batch(policy, images, prompts, max_new_tokens, prefixes)
         said += [first_phrase(r, brackets=True) for r in replies]
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(args.policy)
     results = {}
     for label, start in STARTS.items():
-        said = elicit(policy, samples, start)
+        said = elicit(policy, samples, names, start)
         results[label] = score(samples, said, names)
         total = results[label]["all"]
         print(f"{label}: right (EM) {total['em']}/{total['n']}, holds a gold (SubEM) "

@@ -91,9 +91,9 @@ FLAG_SHARE = 1 / 3
 
 
 def choose_plan(rng: random.Random, p_direct: float) -> str:
-    """A plan drawn at random, never from what the model knows: "answer" with `p_direct`,
-    else one of the three search plans, equally often (each needs examples: drawn by the
-    question instead, the flag-only "image" plan got 9 of 128 scripts)."""
+    """A plan drawn at random: "answer" with `p_direct`, else one of the three search
+    plans, equally often (each needs examples: drawn by the question instead, the
+    flag-only "image" plan got 9 of 128 scripts)."""
     if rng.random() < p_direct:
         return "answer"
     return rng.choice(["image", "image+text", "text"])
@@ -174,9 +174,9 @@ def plan_from_knowledge(sample: Sample, words: OwnWords, named: str | None) -> s
 def fact_start(sample: Sample, name: str) -> str:
     """The start of the sentence that states the fact an attribute question asks about
     `name`, for the model to complete from its own knowledge. Base nano completes it far
-    better than it fills an answer tag: given the right name, 37 of 114 world:test attribute
-    questions right this way, 11 after "... I know its <topic>.</reason><answer>" (which
-    mostly drew the country's name; docs/RESULTS.md, "SFT v10")."""
+    better than it fills an answer tag: given the right name, 35 of 114 world:test attribute
+    questions right (exact match) this way, 3 after "... I know its <topic>.</reason>
+    <answer>", which mostly drew the country's name (`bench/fact_elicitation.py`)."""
     qtype = sample.extra.get("qtype")
     if qtype == "continent":
         return f"{name} is on the continent of"
@@ -199,15 +199,14 @@ def plan_turns(
     entity_name: str,
     evidence: str | None = None,
     own: OwnWords | None = None,
-    read_answer: str | None = None,
 ) -> list[str]:
     """The assistant turns of `plan` for `sample`. Where the model speaks from its own
     knowledge (the flag's name in the answer and text plans, an answer given at once) the
     words are `own` (the gold ones when None). Read from search results, they are the
-    results' words: the flag shown (`entity_name`), the answer the text search states
-    (`read_answer`, else the gold one), quoting `evidence` (the result's words that state
-    it) when there is one: a small model learns to copy the answer out of the results when
-    its reasoning first copies the line that holds it."""
+    results' words: the flag shown (`entity_name`), the gold answer the text search
+    states, quoting `evidence` (the result's words that state it) when there is one: a
+    small model learns to copy the answer out of the results when its reasoning first
+    copies the line that holds it."""
     answer = f"<answer>{sample.answer}</answer>"
     topic = question_topic(sample)
     asks = asks_for(sample)
@@ -233,7 +232,7 @@ def plan_turns(
     if plan == "image":
         return [image, f"{found}{answer}"]
     said = f"The results say: {evidence}." if evidence else f"The results give the {topic}."
-    read = f"<reason>{asks} {said}</reason><answer>{read_answer or sample.answer}</answer>"
+    read = f"<reason>{asks} {said}</reason>{answer}"
     if plan == "image+text":
         need = (
             f"<reason>{asks} The results show the flag of {entity_name}; I look up its "
@@ -261,21 +260,20 @@ def world_script(
     sample: Sample,
     entity_name: str,
     own: OwnWords | None = None,
-    read_golds: Sequence[str] | None = None,
 ):
     """The replay script of `plan`: its turns (`plan_turns`), the answer turn after a text
-    search quoting the evidence found in that search's results (`quote_evidence`) for
-    `read_golds`: the answer the results state about the flag the model named (the gold
-    answer and its aliases when None)."""
+    search quoting the evidence for the gold answer found in that search's results
+    (`quote_evidence`). A text plan is only drawn for a flag the model names right
+    (`plan_from_knowledge`), so its search looks up the question's own country."""
     turns = plan_turns(plan, sample, entity_name, own=own)
     topic = question_topic(sample)
-    golds = list(read_golds) if read_golds else [sample.answer, *sample.aliases]
+    golds = [sample.answer, *sample.aliases]
 
     def script(turn_index: int, observations: list[str]) -> str:
         last = turn_index >= len(turns) - 1
         if last and plan in ("image+text", "text") and observations:
             evidence = quote_evidence(observations[-1], golds, topic)
-            return plan_turns(plan, sample, entity_name, evidence, own, golds[0])[-1]
+            return plan_turns(plan, sample, entity_name, evidence, own)[-1]
         return turns[min(turn_index, len(turns) - 1)]
 
     return script
@@ -409,7 +407,7 @@ def world_sft_scripts(
         pool = rng.sample(pool, min(len(pool), 3 * n))
         own = speak_own_words(speaker, pool, ["answer"] * len(pool), lambda t: bool(index.named(t)))
         known = [
-            plan_from_knowledge(s, w, index.named(w.name) if w and w.name else None)
+            plan_from_knowledge(s, w, index.named(w.name) if w.name else None)
             for s, w in zip(pool, own, strict=True)
         ]
         takes = {plan: [i for i, k in enumerate(known) if k == plan] for plan in PLANS}
