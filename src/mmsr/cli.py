@@ -349,6 +349,35 @@ def eval_(
         console.print(f"reports in {out} (report.html, viewer.html)")
 
 
+@app.command("decisions")
+def decisions_command(
+    direct: Path = typer.Option(
+        ..., help="A direct-mode run: its --out folder or its trajectories.jsonl."
+    ),
+    ondemand: Path = typer.Option(
+        ..., help="An on-demand run of the same model and questions (folder or .jsonl)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Did the model search when it needed to? Crosses an on-demand run with a direct run:
+    known questions searched (wasted) or answered, unknown ones searched or missed."""
+    from rich.markdown import Markdown
+
+    from mmsr.eval.decisions import render_decisions, search_decisions
+    from mmsr.eval.run import read_run_records
+
+    try:
+        decisions = search_decisions(
+            read_run_records(direct, "--direct"), read_run_records(ondemand, "--ondemand")
+        )
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    if as_json:
+        _print_json(decisions)
+        return
+    console.print(Markdown("\n".join(render_decisions(decisions))))
+
+
 @data_app.command("balance")
 def data_balance(
     model: str = typer.Option("nano", help="The preliminary model: 'nano' or a checkpoint."),

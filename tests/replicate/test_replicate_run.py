@@ -71,6 +71,13 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     markdown = (out / "results.md").read_text()
     assert set(saved["search_payoff"]) == set(saved["grpo_steps"])  # from rollouts.jsonl
     assert "| search_required |" in markdown or "| search_free |" in markdown
+    # where each model searched against what it knew, from its direct and on-demand runs
+    assert set(saved["search_decisions"]) == {"sft", "main"}
+    assert saved["search_decisions"]["main"]["n"] == balance["test"]["output"]
+    assert saved["search_decisions"]["main"]["acc_direct"] == pytest.approx(
+        saved["evals"]["main"]["direct"]["acc"]
+    )
+    assert "Right search decisions" in markdown
     for target in saved["targets"]:
         assert target["name"] in markdown
     for plot in ("grpo_curves", "behaviour", "correct_no_search", "search_by_category"):

@@ -104,15 +104,12 @@ def rejudge_run(
     import dataclasses
     import json
 
-    from mmsr.eval.run import judge_and_measure, read_records, write_run
+    from mmsr.eval.run import judge_and_measure, read_run_records, write_run
 
     run_dir = Path(run_dir)
-    trajectories = run_dir / "trajectories.jsonl"
-    if not trajectories.is_file():
-        raise FileNotFoundError(f"--from-run {run_dir}: no trajectories.jsonl in it")
-    records = read_records(trajectories)
-    if not records:
-        raise ValueError(f"--from-run {run_dir}: trajectories.jsonl holds no records")
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--from-run {run_dir}: no such folder")
+    records = read_run_records(run_dir, "--from-run")
     saved: dict[str, Any] = {}
     if (run_dir / "metrics.json").is_file():
         saved = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))

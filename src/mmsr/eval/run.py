@@ -107,3 +107,17 @@ def read_records(path: Path) -> list[EvalRecord]:
         except (ValueError, TypeError) as err:
             raise ValueError(f"{path}:{line_no}: not an eval record ({err})") from err
     return records
+
+
+def read_run_records(path: Path, option: str) -> list[EvalRecord]:
+    """The records of a saved run given as its folder or its trajectories.jsonl; errors
+    name the command-line `option` that gave the path."""
+    path = Path(path)
+    trajectories = path / "trajectories.jsonl" if path.is_dir() else path
+    if not trajectories.is_file():
+        where = "no trajectories.jsonl in it" if path.is_dir() else "no such file"
+        raise FileNotFoundError(f"{option} {path}: {where}")
+    records = read_records(trajectories)
+    if not records:
+        raise ValueError(f"{option} {path}: trajectories.jsonl holds no records")
+    return records

@@ -154,6 +154,7 @@ def write_results(results: dict[str, Any], out: Path, console: Console | None = 
         for run in results["grpo_steps"]
         if (path := out / run / "rollouts.jsonl").is_file()
     }
+    results["search_decisions"] = model_decisions(results["evals"], out / "eval")
     results["plots"] = {k: str(v) for k, v in write_plots(results, out / "plots").items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str), "utf-8")
     (out / "results.md").write_text(render_markdown(results, out), encoding="utf-8")
@@ -161,6 +162,23 @@ def write_results(results: dict[str, Any], out: Path, console: Console | None = 
     console.print(
         f"results: {out / 'results.md'}, {out / 'results.json'}, plots in {out / 'plots'}"
     )
+
+
+def model_decisions(evals: dict[str, Any], eval_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per model evaluated both directly and on demand: where it searched against what it
+    knew (`mmsr.eval.decisions`), from the saved runs in `eval_dir/<model>-<mode>/`."""
+    from mmsr.eval.decisions import search_decisions
+    from mmsr.eval.run import read_run_records
+
+    decisions = {}
+    for model, modes in evals.items():
+        if {"direct", "ondemand"} <= set(modes):
+            runs = [eval_dir / f"{model}-{mode}" for mode in ("direct", "ondemand")]
+            if all((run / "trajectories.jsonl").is_file() for run in runs):
+                decisions[model] = search_decisions(
+                    *(read_run_records(run, str(run)) for run in runs)
+                )
+    return decisions
 
 
 def search_payoff(rollouts: Path) -> dict[str, dict[str, list[int]]]:
@@ -227,6 +245,12 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
     lines += ["", "## Evaluation on the balanced test set (greedy)", ""]
     lines += [_md_row(EVAL_COLUMNS), _md_row(["---"] * len(EVAL_COLUMNS))]
     lines += [_md_row(row) for row in eval_rows(results["evals"])]
+    if decisions := results.get("search_decisions"):
+        from mmsr.eval.decisions import render_decisions
+
+        lines += ["", "## Search decisions (on-demand run against the direct run)", ""]
+        for model, counts in decisions.items():
+            lines += [f"{MODEL_LABELS.get(model, model)}:", "", *render_decisions(counts), ""]
     lines += ["", "## Data (balanced with nano as the preliminary model)", ""]
     lines += ["| set | questions in | out | search_free | search_required | dropped unanswerable |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip

@@ -1,0 +1,104 @@
+"""Did the model search when it needed to? One on-demand run crossed with a direct run of
+the same model on the same questions.
+
+The direct run says, question by question, what the model knows on its own; the on-demand
+run says where it chose to search. Four cells follow:
+
+- `known_answered`: it knew and answered without search (the right call);
+- `known_searched`: it knew but searched anyway (a wasted search, and a risk: a weak reader
+  can lose a right answer to the results);
+- `unknown_searched`: it did not know and searched (the right call; `right` says whether
+  the search then paid);
+- `unknown_answered`: it did not know and answered anyway (a missed search).
+
+This is the per-question form of the paper's knowledge-boundary claim: on-demand search
+should beat direct answers because it searches exactly where the model would be wrong.
+`ceiling` is what on-demand would score with the same searches' success on
+`unknown_searched` but every known question answered directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mmsr.eval.records import EvalRecord
+
+CELLS = ("known_answered", "known_searched", "unknown_searched", "unknown_answered")
+
+
+def _by_id(records: Sequence[EvalRecord], role: str) -> dict[str, EvalRecord]:
+    by_id: dict[str, EvalRecord] = {}
+    for record in records:
+        if record.sample_id in by_id:
+            raise ValueError(f"the {role} run holds question {record.sample_id!r} twice")
+        by_id[record.sample_id] = record
+    return by_id
+
+
+def _cell(knew: bool, searched: bool) -> str:
+    return f"{'known' if knew else 'unknown'}_{'searched' if searched else 'answered'}"
+
+
+def search_decisions(
+    direct: Sequence[EvalRecord], ondemand: Sequence[EvalRecord]
+) -> dict[str, Any]:
+    """Count the four cells (with how many of each the on-demand run got right) over the
+    questions both runs hold; raises ValueError when the runs are not a direct and an
+    on-demand run of the same questions."""
+    if direct and direct[0].mode != "direct":
+        raise ValueError(f"the direct run is a {direct[0].mode!r} run")
+    if ondemand and ondemand[0].mode != "ondemand":
+        raise ValueError(f"the on-demand run is a {ondemand[0].mode!r} run")
+    knew = {sid: r.correct for sid, r in _by_id(direct, "direct").items()}
+    chose = _by_id(ondemand, "on-demand")
+    missing = sorted(set(knew) ^ set(chose))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"the runs differ in {len(missing)} question(s) ({shown}): evaluate the same data "
+            "in both modes"
+        )
+    if not chose:
+        raise ValueError("the runs hold no questions")
+    cells = {name: {"n": 0, "right": 0} for name in CELLS}
+    for sid, record in chose.items():
+        cell = cells[_cell(knew[sid], record.searched)]
+        cell["n"] += 1
+        cell["right"] += record.correct
+    n = len(chose)
+    good_calls = cells["known_answered"]["n"] + cells["unknown_searched"]["n"]
+    known = cells["known_answered"]["n"] + cells["known_searched"]["n"]
+    return {
+        "n": n,
+        "cells": cells,
+        "acc_direct": known / n,
+        "acc_ondemand": sum(c["right"] for c in cells.values()) / n,
+        "decision_accuracy": good_calls / n,
+        "wasted_searches": cells["known_searched"]["n"],
+        "missed_searches": cells["unknown_answered"]["n"],
+        "ceiling": (known + cells["unknown_searched"]["right"]) / n,
+    }
+
+
+def render_decisions(decisions: dict[str, Any]) -> list[str]:
+    """Markdown lines: the 2 x 2 table and its summary."""
+    cells = decisions["cells"]
+
+    def cell(name: str) -> str:
+        c = cells[name]
+        return f"{c['n']} ({c['right']} right)" if c["n"] else "0"
+
+    n = decisions["n"]
+    return [
+        "| direct run (what it knows) | answered without search | searched |",
+        "| --- | ---: | ---: |",
+        f"| right | {cell('known_answered')} | {cell('known_searched')} |",
+        f"| wrong | {cell('unknown_answered')} | {cell('unknown_searched')} |",
+        "",
+        f"Right search decisions: {decisions['decision_accuracy']:.1%} of {n}; wasted searches "
+        f"{decisions['wasted_searches']}, missed searches {decisions['missed_searches']}. "
+        f"Accuracy: direct {decisions['acc_direct']:.1%}, on-demand "
+        f"{decisions['acc_ondemand']:.1%}; with every known question answered directly, "
+        f"on-demand would reach {decisions['ceiling']:.1%}.",
+    ]

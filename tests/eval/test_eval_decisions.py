@@ -1,0 +1,86 @@
+"""Search decisions: an on-demand run crossed with a direct run, against hand counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mmsr.cli import app
+from mmsr.eval.decisions import render_decisions, search_decisions
+from mmsr.eval.modes import EvalConfig
+from mmsr.eval.run import judge_and_measure, write_run
+
+
+@pytest.fixture
+def runs(make_record):
+    direct = [
+        make_record("a", "Paris", mode="direct"),  # known
+        make_record("b", "Paris", mode="direct"),  # known
+        make_record("c", "Lyon", mode="direct"),  # unknown
+        make_record("d", None, mode="direct"),  # unknown
+        make_record("e", "Nice", mode="direct"),  # unknown
+    ]
+    ondemand = [
+        make_record("a", "Paris"),  # known, answered: right call
+        make_record("b", "Lyon", n_image=1),  # known, searched: wasted, and lost the answer
+        make_record("c", "Paris", n_text=1),  # unknown, searched, paid
+        make_record("d", "Lyon", n_image=1, n_text=1),  # unknown, searched, did not pay
+        make_record("e", "Nice"),  # unknown, answered: missed search
+    ]
+    return direct, ondemand
+
+
+def test_cells_and_summary_by_hand(runs):
+    d = search_decisions(*runs)
+    assert d["n"] == 5
+    assert d["cells"] == {
+        "known_answered": {"n": 1, "right": 1},
+        "known_searched": {"n": 1, "right": 0},
+        "unknown_searched": {"n": 2, "right": 1},
+        "unknown_answered": {"n": 1, "right": 0},
+    }
+    assert d["acc_direct"] == pytest.approx(2 / 5)
+    assert d["acc_ondemand"] == pytest.approx(2 / 5)
+    assert d["decision_accuracy"] == pytest.approx(3 / 5)
+    assert (d["wasted_searches"], d["missed_searches"]) == (1, 1)
+    assert d["ceiling"] == pytest.approx(3 / 5)  # a, b known + c paid
+    text = "\n".join(render_decisions(d))
+    assert "| right | 1 (1 right) | 1 (0 right) |" in text
+    assert "| wrong | 1 (0 right) | 2 (1 right) |" in text
+    assert "60.0% of 5" in text
+
+
+def test_mismatched_runs_are_refused(runs, make_record):
+    direct, ondemand = runs
+    with pytest.raises(ValueError, match=r"differ in 1 question\(s\) \(e\)"):
+        search_decisions(direct, ondemand[:-1])
+    with pytest.raises(ValueError, match="the on-demand run is a 'direct' run"):
+        search_decisions(direct, direct)
+    with pytest.raises(ValueError, match="question 'a' twice"):
+        search_decisions([*direct, direct[0]], ondemand)
+
+
+def test_cli_reads_saved_runs(runs, tmp_path):
+    direct, ondemand = runs
+    write_run(judge_and_measure(direct, EvalConfig(mode="direct")), tmp_path / "direct")
+    write_run(judge_and_measure(ondemand, EvalConfig(mode="ondemand")), tmp_path / "ondemand")
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["decisions", "--direct", str(tmp_path / "direct"),
+         "--ondemand", str(tmp_path / "ondemand" / "trajectories.jsonl"), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cells"]["unknown_searched"] == {"n": 2, "right": 1}
+    table = runner.invoke(
+        app, ["decisions", "--direct", str(tmp_path / "direct"),
+              "--ondemand", str(tmp_path / "ondemand")],
+    )  # fmt: skip
+    assert table.exit_code == 0 and "Right search decisions" in table.output
+    missing = runner.invoke(
+        app, ["decisions", "--direct", str(tmp_path / "nope"), "--ondemand", str(tmp_path)]
+    )
+    assert missing.exit_code == 2 and "--direct" in missing.output
+    assert "no such file" in missing.output
