@@ -46,12 +46,12 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     text = console.export_text()
     assert "Balance world:test" in text and "GRPO no-penalty" in text and "Results" in text
     ran = statuses(results)
-    assert set(ran.values()) == {"ran"} and len(ran) == 3 + 2 + 1 + 3 + 10
+    assert set(ran.values()) == {"ran"} and len(ran) == 3 + 2 + 1 + 3 + 12
     # every model x mode of the plan was evaluated on the balanced test set
     assert {m: sorted(v) for m, v in results["evals"].items()} == {
         "sft": ["direct", "ondemand", "rag", "rag-model"],
         "main": ["direct", "ondemand", "rag", "rag-model"],
-        "no-penalty": ["ondemand"], "unbalanced": ["ondemand"],
+        "no-penalty": ["direct", "ondemand"], "unbalanced": ["direct", "ondemand"],
     }  # fmt: skip
     for rag in ("rag", "rag-model"):  # the RAG workflow always searches
         assert results["evals"]["main"][rag]["sr"] == 1.0
@@ -72,7 +72,7 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert set(saved["search_payoff"]) == set(saved["grpo_steps"])  # from rollouts.jsonl
     assert "| search_required |" in markdown or "| search_free |" in markdown
     # where each model searched against what it knew, from its direct and on-demand runs
-    assert set(saved["search_decisions"]) == {"sft", "main"}
+    assert set(saved["search_decisions"]) == {"sft", "main", "no-penalty", "unbalanced"}
     assert saved["search_decisions"]["main"]["n"] == balance["test"]["output"]
     assert saved["search_decisions"]["main"]["acc_direct"] == pytest.approx(
         saved["evals"]["main"]["direct"]["acc"]
