@@ -66,7 +66,7 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
 
     saved = json.loads((out / "results.json").read_text())
     assert saved["targets"] == compute_targets(saved["evals"])  # computed, not written
-    assert len(saved["targets"]) == 5
+    assert len(saved["targets"]) == 7
     assert all(t["met"] is not None or t["vacuous"] for t in saved["targets"])
     markdown = (out / "results.md").read_text()
     assert set(saved["search_payoff"]) == set(saved["grpo_steps"])  # from rollouts.jsonl
@@ -131,7 +131,15 @@ def test_targets_come_from_the_numbers():
         "unbalanced": {"ondemand": metrics(0.40, 0.4)},
     }  # fmt: skip
     verdicts = [t["met"] for t in compute_targets(evals)]
-    assert verdicts == [True, True, True, True, False]
+    assert verdicts == [True, True, True, True, False, None, None]  # 6, 7: no SFT baselines
+    # 6, 7: targets 1 and 2 against the model before RL, as the paper's baselines
+    evals["sft"].update(direct=metrics(0.25, 0.0), rag=metrics(0.42, 1.0))
+    paper = compute_targets(evals)[5:]
+    assert paper[0]["values"]["acc_rag"] == 0.42 and paper[0]["met"] is False
+    assert "sft:rag" in paper[0]["rule"] and paper[1]["values"]["acc_direct"] == 0.25
+    assert paper[1]["met"] is False  # 0.44 < 0.25 + 0.20
+    evals["sft"]["direct"] = metrics(0.23, 0.0)
+    assert compute_targets(evals)[6]["met"] is True
     evals["main"]["ondemand"]["sr"] = 0.51  # more than half of RAG's searches
     assert compute_targets(evals)[0]["met"] is False
     # a stronger RAG variant (model-written query) is the one to beat
