@@ -38,6 +38,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mmsr.models.precision import check_matmul_dtype
 from mmsr.stages import (
     StageClock,
     begin,
@@ -81,6 +82,9 @@ class DemoConfig:
     """Tokens per model turn in GRPO rollouts and evaluations (the trained turns are short)."""
     freeze_layers: int = 22
     """Lowest decoder layers kept frozen in SFT and GRPO (nano has 30; the CPU configs')."""
+    matmul_dtype: str = "fp32"
+    """'bf16': SFT's and GRPO's updates multiply in bf16 (torch.autocast; weights stay fp32),
+    for CPUs with bf16 units; 'fp32': everything in fp32."""
     search_config: str | None = None
     """Search config YAML (None: the local world backends; 'none': no tools)."""
     seed: int = 0
@@ -94,6 +98,7 @@ class DemoConfig:
         require_positive(self, ("sft_steps", "sft_trajectories", "grpo_steps",
                                 "prompts_per_step", "group_size", "eval_questions",
                                 "max_new_tokens"))  # fmt: skip
+        check_matmul_dtype(self.matmul_dtype)
 
 
 # ------------------------------------------------------------------------- the demo
@@ -387,8 +392,9 @@ def grpo_config(
 
 def _model_options(config: DemoConfig, preset, policy: str):
     return dataclasses.replace(
-        preset, policy=policy, device=config.device, freeze_layers=config.freeze_layers
-    )
+        preset, policy=policy, device=config.device, freeze_layers=config.freeze_layers,
+        matmul_dtype=config.matmul_dtype,
+    )  # fmt: skip
 
 
 def _warm_up_within(optim, steps: int):

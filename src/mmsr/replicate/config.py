@@ -28,6 +28,7 @@ import dataclasses
 import inspect
 from dataclasses import dataclass
 
+from mmsr.models.precision import check_matmul_dtype
 from mmsr.stages import require_positive
 
 
@@ -98,6 +99,9 @@ class ReplicateConfig:
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
     """Lowest decoder layers kept frozen in SFT and GRPO (nano has 30)."""
+    matmul_dtype: str = "fp32"
+    """'bf16': SFT's and GRPO's updates multiply in bf16 (torch.autocast; weights stay fp32),
+    for CPUs with bf16 units; 'fp32': everything in fp32."""
     ablations: bool = True
     """Also run the ablations: GRPO without search penalty, GRPO on unbalanced data."""
     search_config: str | None = None
@@ -131,6 +135,7 @@ class ReplicateConfig:
             raise ValueError(f"--search-penalty {self.search_penalty} must lie in [0, 1]")
         if self.balance_match not in ("em", "subem"):
             raise ValueError(f"--balance-match {self.balance_match!r} must be 'em' or 'subem'")
+        check_matmul_dtype(self.matmul_dtype)
         if self.align and self.policy != "nano":
             raise ValueError(f"--align trains nano's eye; --policy {self.policy!r} is not nano")
 

@@ -122,7 +122,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
                   "search": config.search_config, "seed": config.seed,
                   "tools": tools.identity() if tools is not None else None,
-                  "scripts": WORLD_SCRIPTS_VERSION}  # fmt: skip
+                  "scripts": WORLD_SCRIPTS_VERSION, **precision_param(config)}  # fmt: skip
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base)
     number += 1
@@ -138,7 +138,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "steps": config.grpo_steps, "prompts": config.prompts_per_step,
                   "group": config.group_size, "max_new_tokens": config.max_new_tokens,
                   "search_penalty": penalty, "lr": config.grpo_lr,
-                  "temperature": config.grpo_temperature}  # fmt: skip
+                  "temperature": config.grpo_temperature, **precision_param(config)}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **grpo_stage(
@@ -167,6 +167,12 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         evals.setdefault(model, {})[mode] = done["metrics"]
         number += 1
     return runs, evals, {split: b["counts"] for split, b in balance.items()}
+
+
+def precision_param(config: ReplicateConfig) -> dict[str, str]:
+    """The training stages' key part for the matmul dtype: none for fp32, so the stages
+    of runs made before the option existed are still reused."""
+    return {} if config.matmul_dtype == "fp32" else {"matmul": config.matmul_dtype}
 
 
 # The RAG baseline twice: text query = the question (retrieve-then-read), and written by

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from mmsr.models.precision import head_logits
 from mmsr.rollout.batch import TrajectoryBatch
 
 
@@ -49,9 +50,9 @@ def token_logprobs(
     wanted = batch.attention_mask[:, 1:].bool()
     if where is not None:
         wanted = wanted & where.to(device)[:, 1:].bool()
-    head = base.get_output_embeddings()
-    # fp32 so the log-softmax is exact enough to compare with the rollout's.
-    logits = head(hidden[:, :-1][wanted]).float() / temperature  # [N, V]
+    # The head in the weights' dtype, outside any autocast (mmsr.models.precision), and
+    # fp32 logits so the log-softmax is exact enough to compare with the rollout's.
+    logits = head_logits(base.get_output_embeddings(), hidden[:, :-1][wanted]) / temperature
     log_probs = torch.log_softmax(logits, dim=-1)
     picked = log_probs.gather(-1, batch.input_ids[:, 1:][wanted].unsqueeze(-1)).squeeze(-1)
     logp = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=device)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from mmsr.models.precision import check_matmul_dtype
 from mmsr.rollout.engine import EngineConfig
 
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -33,6 +34,11 @@ class ModelOptions:
     """'cpu', 'cuda', 'cuda:1'; None: the GPU when there is one."""
     dtype: str | None = None
     """'fp32', 'bf16'; None: bf16 on CUDA, fp32 on CPU."""
+    matmul_dtype: str = "fp32"
+    """'bf16': SFT's and GRPO's update forward and backward run their matmuls in bf16 under
+    torch.autocast while weights, gradients, optimizer state and the LM head stay in
+    `dtype` (mmsr.models.precision); for CPUs with bf16 units. Rollouts keep `dtype`, so
+    GRPO's ratio also sees the rounding (docs/RESULTS.md, "Mixed precision")."""
     lora: bool = False
     """Train LoRA adapters (peft) on the language model instead of its full weights."""
     lora_rank: int = 16
@@ -59,6 +65,9 @@ class ModelOptions:
     """Freeze the vision tower and merger (the paper's search skills live in the LM)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% more compute)."""
+
+    def __post_init__(self) -> None:
+        check_matmul_dtype(self.matmul_dtype)
 
 
 @dataclass

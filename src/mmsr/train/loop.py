@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmsr.data.record import Sample
+from mmsr.models.precision import matmul_precision
 from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from mmsr.train.config import GRPOConfig, config_to_dict, config_to_yaml
 from mmsr.train.grpo import grpo_update
@@ -207,11 +208,12 @@ def grpo_step(
         rollout_log.write(step + 1, trajectories, scores, asked)
     rewards = torch.tensor([float(s["score"]) for s in scores])
     update_started = time.perf_counter()
-    update = grpo_update(
-        model, trajectories, rewards, optimizer, scheduler, config.grpo,
-        pad_id=pad_id, temperature=config.engine.temperature,
-        grad_clip=config.optim.grad_clip, ref_model=ref_model,
-    )  # fmt: skip
+    with matmul_precision(next(model.parameters()).device, config.model.matmul_dtype):
+        update = grpo_update(
+            model, trajectories, rewards, optimizer, scheduler, config.grpo,
+            pad_id=pad_id, temperature=config.engine.temperature,
+            grad_clip=config.optim.grad_clip, ref_model=ref_model,
+        )  # fmt: skip
     update_s = time.perf_counter() - update_started
     tokens = sum(t.length for t in trajectories)
     sampled = sum(t.n_sampled_tokens for t in trajectories)

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmsr.data.record import Sample, SampleImage
+from mmsr.models.precision import matmul_precision
 from mmsr.rollout.batch import collate
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.rollout.trajectory import Trajectory
@@ -608,8 +609,10 @@ def sft_step(
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
+    device = next(model.parameters()).device
     for chunk in micro_batches(batch, config.micro_batch_size):
-        loss = sft_loss(model, collate([batch[i] for i in chunk], pad_id), n_tokens)
+        with matmul_precision(device, config.model.matmul_dtype):
+            loss = sft_loss(model, collate([batch[i] for i in chunk], pad_id), n_tokens)
         loss.backward()
         total += float(loss.detach())
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,44 @@
+"""Mixed precision for the training forward and backward: fp32 weights, gradients and
+optimizer state, matmuls in bf16 under `torch.autocast`.
+
+Why: on CPUs with bf16 dot-product units (AVX512-BF16, AMX) a bf16 matmul runs ~3x an
+fp32 one, and nano's SFT and GRPO updates are matmul-bound. Pure bf16 weights would lose
+small updates (bf16 keeps 8 bits of mantissa: an AdamW step of lr 5e-5 on a weight of 0.05
+rounds away), so the weights stay fp32 and only the products are rounded. The LM head and
+its log-softmax stay fp32 (`head_logits`): a log-prob compared with the rollout's, in
+GRPO's ratio, must not carry the head's bf16 rounding on top of the trunk's."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # configs validate the option without importing torch
+    import torch
+
+MATMUL_DTYPES = ("fp32", "bf16")
+
+
+def check_matmul_dtype(value: str) -> str:
+    if value not in MATMUL_DTYPES:
+        raise ValueError(f"matmul dtype {value!r} must be one of {', '.join(MATMUL_DTYPES)}")
+    return value
+
+
+def matmul_precision(device: torch.device | str, matmul_dtype: str):
+    """The context the training forward and backward run in: autocast to bf16 for 'bf16',
+    nothing for 'fp32'."""
+    import torch
+
+    if check_matmul_dtype(matmul_dtype) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def head_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """fp32 logits of `head` on `hidden`, also inside an autocast region."""
+    import torch
+
+    weight = head.weight
+    with torch.autocast(hidden.device.type, enabled=False):
+        return head(hidden.to(weight.dtype)).float()
