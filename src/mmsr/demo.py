@@ -83,8 +83,8 @@ class DemoConfig:
     freeze_layers: int = 22
     """Lowest decoder layers kept frozen in SFT and GRPO (nano has 30; the CPU configs')."""
     matmul_dtype: str = "fp32"
-    """'bf16': SFT's and GRPO's updates multiply in bf16 (torch.autocast; weights stay fp32),
-    for CPUs with bf16 units; 'fp32': everything in fp32."""
+    """'bf16': SFT's and GRPO's updates multiply in bf16 (torch.autocast; weights stay fp32);
+    'auto': bf16 where the device multiplies bf16 in hardware; 'fp32': all in fp32."""
     search_config: str | None = None
     """Search config YAML (None: the local world backends; 'none': no tools)."""
     seed: int = 0

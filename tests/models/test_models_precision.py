@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
 import torch
 
-from mmsr.models.precision import check_matmul_dtype, head_logits, matmul_precision
+from mmsr.models.precision import (
+    check_matmul_dtype,
+    head_logits,
+    matmul_precision,
+    resolve_matmul_dtype,
+)
 from mmsr.rollout.batch import collate
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.rollout.trajectory import Trajectory
@@ -63,3 +69,25 @@ def test_token_logprobs_in_bf16_are_near_fp32_and_train_fp32_weights(tiny_policy
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_auto_takes_bf16_only_where_the_cpu_multiplies_it(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_matmul_dtype("auto", "cpu") == "fp32"
+    assert isinstance(matmul_precision("cpu", "auto"), contextlib.nullcontext)
+    assert resolve_matmul_dtype("bf16", "cpu") == "bf16"  # asked for: given
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resolve_matmul_dtype("auto", "cpu") == "bf16"
+    assert resolve_matmul_dtype("auto", "meta") == "fp32"
+
+
+def test_the_replication_keys_its_training_stages_by_the_resolved_dtype(monkeypatch):
+    from mmsr.replicate.config import ReplicateConfig
+    from mmsr.replicate.run import precision_param
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert precision_param(ReplicateConfig(device="cpu")) == {"matmul": "bf16"}
+    assert precision_param(ReplicateConfig(device="cpu", matmul_dtype="fp32")) == {}
+    with pytest.raises(ValueError, match="'half'"):
+        ReplicateConfig(matmul_dtype="half")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # configs validate the option without importing torch
     import torch
 
-MATMUL_DTYPES = ("fp32", "bf16")
+MATMUL_DTYPES = ("fp32", "bf16", "auto")
 
 
 def check_matmul_dtype(value: str) -> str:
@@ -25,12 +25,33 @@ def check_matmul_dtype(value: str) -> str:
     return value
 
 
-def matmul_precision(device: torch.device | str, matmul_dtype: str):
-    """The context the training forward and backward run in: autocast to bf16 for 'bf16',
-    nothing for 'fp32'."""
+def has_fast_bf16(device: torch.device | str) -> bool:
+    """Whether `device` multiplies bf16 in hardware: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX. Without them bf16 is emulated and slower than fp32."""
     import torch
 
-    if check_matmul_dtype(matmul_dtype) == "fp32":
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so guarded
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_matmul_dtype(value: str, device: torch.device | str) -> str:
+    """'auto' -> 'bf16' where the device has fast bf16, else 'fp32'; others unchanged."""
+    if check_matmul_dtype(value) != "auto":
+        return value
+    return "bf16" if has_fast_bf16(device) else "fp32"
+
+
+def matmul_precision(device: torch.device | str, matmul_dtype: str):
+    """The context the training forward and backward run in: autocast to bf16 for 'bf16'
+    ('auto' where the device has fast bf16), nothing for 'fp32'."""
+    import torch
+
+    if resolve_matmul_dtype(matmul_dtype, device) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 

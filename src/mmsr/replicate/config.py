@@ -99,9 +99,10 @@ class ReplicateConfig:
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
     """Lowest decoder layers kept frozen in SFT and GRPO (nano has 30)."""
-    matmul_dtype: str = "fp32"
-    """'bf16': SFT's and GRPO's updates multiply in bf16 (torch.autocast; weights stay fp32),
-    for CPUs with bf16 units; 'fp32': everything in fp32."""
+    matmul_dtype: str = "auto"
+    """'bf16': SFT's and GRPO's updates multiply in bf16 (torch.autocast; weights, gradients
+    and the LM head stay fp32), 1.7x faster on a CPU with bf16 units; 'fp32': everything
+    in fp32; 'auto': bf16 where the device multiplies bf16 in hardware, else fp32."""
     ablations: bool = True
     """Also run the ablations: GRPO without search penalty, GRPO on unbalanced data."""
     search_config: str | None = None

@@ -37,6 +37,8 @@ from mmsr.demo import (
     show_world,
 )
 from mmsr.eval.modes import rag_actions
+from mmsr.models.policy import resolve_device
+from mmsr.models.precision import resolve_matmul_dtype
 from mmsr.replicate.config import ReplicateConfig
 from mmsr.stages import (
     DONE_FILE,
@@ -79,7 +81,8 @@ def run_replication(
     console.print(
         f"nano replication in {out}/: eye -> balance -> SFT -> GRPO (main"
         f"{', no penalty, unbalanced' if config.ablations else ''}) -> evaluation -> results "
-        "(finished stages are reused; --fresh starts over)"
+        "(finished stages are reused; --fresh starts over); training matmuls in "
+        f"{precision_param(config).get('matmul', 'fp32')}"
     )
     with clock.stage(1, "The offline world"):
         show_world(console)
@@ -170,9 +173,12 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
 
 
 def precision_param(config: ReplicateConfig) -> dict[str, str]:
-    """The training stages' key part for the matmul dtype: none for fp32, so the stages
-    of runs made before the option existed are still reused."""
-    return {} if config.matmul_dtype == "fp32" else {"matmul": config.matmul_dtype}
+    """The training stages' key part for the matmul dtype ('auto' resolved on this
+    machine): none for fp32, so the stages of runs made before the option existed are
+    still reused."""
+    device = resolve_device(config.device)
+    matmul = resolve_matmul_dtype(config.matmul_dtype, device)
+    return {} if matmul == "fp32" else {"matmul": matmul}
 
 
 # The RAG baseline twice: text query = the question (retrieve-then-read), and written by

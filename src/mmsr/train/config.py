@@ -37,8 +37,9 @@ class ModelOptions:
     matmul_dtype: str = "fp32"
     """'bf16': SFT's and GRPO's update forward and backward run their matmuls in bf16 under
     torch.autocast while weights, gradients, optimizer state and the LM head stay in
-    `dtype` (mmsr.models.precision); for CPUs with bf16 units. Rollouts keep `dtype`, so
-    GRPO's ratio also sees the rounding (docs/RESULTS.md, "Mixed precision")."""
+    `dtype` (mmsr.models.precision); 'auto': bf16 where the device multiplies bf16 in
+    hardware (AVX512-BF16 / AMX CPUs, GPUs), else fp32. Rollouts keep `dtype`, so GRPO's
+    ratio also sees the rounding (docs/RESULTS.md, "Mixed precision")."""
     lora: bool = False
     """Train LoRA adapters (peft) on the language model instead of its full weights."""
     lora_rank: int = 16
