@@ -108,7 +108,12 @@ def main() -> None:
         "matmul_peak_all": [round(p / 1e9, 1) for p in peaks],
         "share_of_peak": round(achieved / peak, 3),
     }
-    if args.json:
+    print_result(result, args.json)
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    """One JSON line, or one aligned `key: value` line per figure."""
+    if as_json:
         print(json.dumps(result))
     else:
         for key, value in result.items():

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,25 +29,20 @@ from mmsr.models.loading import load_policy
 from mmsr.models.precision import matmul_precision
 from mmsr.rollout.batch import collate
 from mmsr.rollout.logprobs import token_logprobs
-from mmsr.rollout.trajectory import Trajectory
 from mmsr.train.config import GRPOOptions, ModelOptions, OptimOptions
 from mmsr.train.grpo import grpo_update
 from mmsr.train.lora import prepare_trainable
 from mmsr.train.optim import build_optimizer, build_scheduler
 
+sys.path.insert(0, str(Path(__file__).parent))
+from grpo_throughput import print_result, synthetic_batch  # noqa: E402
+
 DTYPES = ("fp32", "bf16")
 
 
 def search_like_batch(n: int, length: int, sampled: int, vocab: int, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    trajectories = []
-    for row in range(n):
-        ids = torch.randint(0, vocab, (length,), generator=generator)
-        mask = torch.zeros(length, dtype=torch.long)
-        mask[length - sampled :] = 1
-        old_logp = torch.full((length,), -10.0) * mask
-        trajectories.append(Trajectory.bare(f"b{row}", row // 4, ids, mask, old_logp=old_logp))
-    return trajectories
+    """Trajectories whose last `sampled` tokens are the policy's (loss mask 1)."""
+    return synthetic_batch(n, length, length - sampled, vocab, seed)
 
 
 def logprob_gap(model, trajectories) -> dict[str, float]:
@@ -117,11 +113,7 @@ def main() -> None:
         "speedup": round(medians["fp32"] / medians["bf16"], 2),
         **gap,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>20}: {value}")
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":

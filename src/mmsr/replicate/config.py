@@ -2,21 +2,23 @@
 
 Default sizes are chosen for about 2 hours on 2 CPU cores with the search indexes already
 built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in the run of
-2026-12-04 (docs/RESULTS.md, "The replication again"):
+2026-12-06 (docs/RESULTS.md, "The replication with its ablations"; bf16 matmuls):
 
 - balance: the preliminary model answers each pooled question `balance_k` times without
   search, batched: world:test, all 402 questions, ~9 min; world:train, 512 of its 1,389,
   ~10 min. Nano knows few answers (~4% of the questions are search_free), so the pools
   must be large for a balanced set of a few dozen. The default sets ship in
   `mmsr/replicate/sets/` and are copied when the options and the eye match (`rebalance`);
-- SFT: 40 steps of 8 replayed trajectories, 27-34 min;
-- GRPO: 16 steps x 4 questions x 4 rollouts, 20-34 min a run (it follows how much nano
-  searches: 20 min when it stops searching, 34 min, ~2.1 min a step, when it always
-  does): three runs (main, no penalty, unbalanced);
-- evaluation on the balanced test set (38 questions): 10 runs, 25-35 min (RAG modes 4-5
-  min each, on-demand 3-10 min, direct ~45 s).
-So 1 h 55 min to 2 h 40 min with the shipped sets (docs/REPLICATION.md), depending on
-how much GRPO teaches nano to search; rebalancing adds ~20 min.
+- SFT: nano states what it knows for 480 questions, the scripts are replayed with the
+  tools (~14 min together), then 40 steps of 8 trajectories (~9 min): 23 min (41 min in
+  fp32 with the test suite beside it);
+- GRPO: 16 steps x 4 questions x 4 rollouts, 14-29 min a run (it follows how much nano
+  searches: ~1.8 min a step when it always does, ~35 s when it rarely does): three runs
+  (main, no penalty, unbalanced);
+- evaluation on the balanced test set (38 questions): 12 runs, ~28 min (RAG modes 4-5
+  min each, on-demand 1-3 min, direct ~40 s).
+So about 2 hours with the shipped sets and bf16 matmuls (`matmul_dtype` 'auto' on a CPU
+with bf16 units; in fp32 ~2 h 45 min), docs/REPLICATION.md; rebalancing adds ~20 min.
 
 `quick()` gives sizes that run in a few minutes (a wiring check, not a result).
 """

@@ -39,7 +39,7 @@ class ModelOptions:
     torch.autocast while weights, gradients, optimizer state and the LM head stay in
     `dtype` (mmsr.models.precision); 'auto': bf16 where the device multiplies bf16 in
     hardware (AVX512-BF16 / AMX CPUs, GPUs), else fp32. Rollouts keep `dtype`, so GRPO's
-    ratio also sees the rounding (docs/RESULTS.md, "Mixed precision")."""
+    ratio also sees the rounding (docs/RESULTS.md, "Mixed precision, side by side")."""
     lora: bool = False
     """Train LoRA adapters (peft) on the language model instead of its full weights."""
     lora_rank: int = 16
