@@ -40,11 +40,6 @@ from grpo_throughput import print_result, synthetic_batch  # noqa: E402
 DTYPES = ("fp32", "bf16")
 
 
-def search_like_batch(n: int, length: int, sampled: int, vocab: int, seed: int):
-    """Trajectories whose last `sampled` tokens are the policy's (loss mask 1)."""
-    return synthetic_batch(n, length, length - sampled, vocab, seed)
-
-
 def logprob_gap(model, trajectories) -> dict[str, float]:
     batch = collate(trajectories, pad_id=0)
     wanted = batch.loss_mask[:, 1:].bool()
@@ -85,10 +80,11 @@ def main() -> None:
         optimizer = build_optimizer(model, optim)
         runs[dtype] = (model, optimizer, build_scheduler(optimizer, optim, 100))
     vocab = base.get_input_embeddings().num_embeddings
-    gap = logprob_gap(runs["fp32"][0], search_like_batch(8, args.length, args.sampled, vocab, 99))
+    prompt = args.length - args.sampled  # the last `sampled` tokens are the policy's
+    gap = logprob_gap(runs["fp32"][0], synthetic_batch(8, args.length, prompt, vocab, 99))
     times: dict[str, list[float]] = {dtype: [] for dtype in DTYPES}
     for round_ in range(args.rounds + 1):  # round 0 warms up allocators and kernels
-        trajectories = search_like_batch(args.batch, args.length, args.sampled, vocab, round_)
+        trajectories = synthetic_batch(args.batch, args.length, prompt, vocab, round_)
         rewards = torch.rand(args.batch, generator=torch.Generator().manual_seed(round_))
         for dtype in DTYPES if round_ % 2 == 0 else DTYPES[::-1]:
             model, optimizer, scheduler = runs[dtype]
