@@ -61,9 +61,7 @@ PLANS = ("answer", "image", "image+text", "text")
 #    (`fact_start`); flag questions get the answer plan as often as attribute questions.
 # 11: with the model speaking, a question's plan follows what it gets right on its own
 #    (`plan_from_knowledge`); the plan mix stays `choose_plan`'s.
-# 12: the answer turn after a text search states the fact in `fact_start`'s sentence, the
-#    searched subject and the gold answer, between the quote and the answer tag.
-WORLD_SCRIPTS_VERSION = 12
+WORLD_SCRIPTS_VERSION = 11
 
 
 # ------------------------------------------------------------------------- the loss
@@ -235,13 +233,7 @@ def plan_turns(
     if plan == "image":
         return [image, f"{found}{answer}"]
     said = f"The results say: {evidence}." if evidence else f"The results give the {topic}."
-    # After the quote, the fact again in the sentence an answer at once states
-    # (`fact_start`), about the subject searched: the answer tag then copies the words
-    # right before it. v11 nano quoted "Languages: Swedish" and answered "Swedish official
-    # language", or quoted "Currency: Guinean francs" and answered "Ghana currency".
-    subject = entity_name if plan == "image+text" else named
-    fact = f"{fact_start(sample, subject)} {sample.answer}."
-    read = f"<reason>{asks} {said} {fact}</reason>{answer}"
+    read = f"<reason>{asks} {said}</reason>{answer}"
     if plan == "image+text":
         need = (
             f"<reason>{asks} The results show the flag of {entity_name}; I look up its "
