@@ -33,6 +33,7 @@ STEPS = (
     ("gold_in_results", "a text search's results contain a gold answer"),
     ("correct", "answered correctly (rule judge)"),
     ("correct_after_gold", "correct, of those whose results held the gold"),
+    ("query_as_answer", "wrong, of those, answering with its own text query"),
 )
 
 
@@ -46,6 +47,7 @@ def chain_steps(record: dict, entity_name: str | None, topic: str | None) -> dic
     results = " ".join(json.dumps(c["response"]).lower() for c in texts)
     gold_in = any(g.lower() in results for g in record["golds"] if g)
     name = (entity_name or "").lower()
+    correct = bool(record["correct_rule"])
     return {
         "searched": bool(calls),
         "image_top1": bool(name) and (top or "").lower() == name,
@@ -53,9 +55,20 @@ def chain_steps(record: dict, entity_name: str | None, topic: str | None) -> dic
         "query_entity": bool(name) and any(name in q for q in queries),
         "query_topic": bool(topic) and any(topic.lower() in q for q in queries),
         "gold_in_results": gold_in,
-        "correct": bool(record["correct_rule"]),
-        "correct_after_gold": gold_in and bool(record["correct_rule"]),
+        "correct": correct,
+        "correct_after_gold": gold_in and correct,
+        "query_as_answer": gold_in and not correct and _repeats_a_query(record, queries),
     }
+
+
+def _repeats_a_query(record: dict, queries: list[str]) -> bool:
+    """The answer is one of the text queries, or starts with a query's first word ("Togo
+    internet" for the query "Togo internet country code"): the model copied the content of
+    its last tag instead of the fact it read."""
+    answer = (record.get("prediction") or "").strip().lower().split()
+    return bool(answer) and any(
+        q.split() and (answer == q.split() or answer[0] == q.split()[0]) for q in queries
+    )
 
 
 def _top_title(response) -> str | None:

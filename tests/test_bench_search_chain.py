@@ -15,20 +15,20 @@ def load_bench():
     return module
 
 
-def record(top_title, query, text_results, prediction_correct, golds=(".gd", "gd")):
+def record(top_title, query, text_results, prediction_correct, golds=(".gd", "gd"), answer=None):
     calls = [
         {"kind": "image_search", "query": "",
          "response": {"results": [{"title": f"{top_title} — Overview"}]}},
         {"kind": "text_search", "query": query,
          "response": {"results": [{"title": "t", "snippet": text_results}]}},
     ]  # fmt: skip
-    return {"golds": list(golds), "correct_rule": prediction_correct,
+    return {"golds": list(golds), "correct_rule": prediction_correct, "prediction": answer,
             "trajectory": {"tool_calls": calls}}  # fmt: skip
 
 
-def grenada_steps(top_title, query, text_results):
+def grenada_steps(top_title, query, text_results, answer=".gb"):
     """The steps of a wrong answer to Grenada's internet-code question."""
-    trajectory = record(top_title, query, text_results, prediction_correct=False)
+    trajectory = record(top_title, query, text_results, prediction_correct=False, answer=answer)
     return load_bench().chain_steps(trajectory, "Grenada", "internet country code")
 
 
@@ -37,8 +37,17 @@ def test_a_read_failure_is_put_on_the_last_step():
     assert steps == {
         "searched": True, "image_top1": True, "text": True, "query_entity": True,
         "query_topic": True, "gold_in_results": True, "correct": False,
-        "correct_after_gold": False,
+        "correct_after_gold": False, "query_as_answer": False,
     }  # fmt: skip
+
+
+def test_an_answer_that_repeats_the_query_is_counted():
+    query, results = "Grenada internet country code", "Internet country code: .gd"
+    for answer in (query, "Grenada internet", "grenada"):
+        assert grenada_steps("Grenada", query, results, answer=answer)["query_as_answer"]
+    # Not when the results did not hold the gold: then the search failed, not the read.
+    assert not grenada_steps("Grenada", query, "Capital: x", answer=query)["query_as_answer"]
+    assert not grenada_steps("Grenada", query, results, answer=None)["query_as_answer"]
 
 
 def test_a_wrong_country_fails_from_the_image_step():
