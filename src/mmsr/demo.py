@@ -348,6 +348,8 @@ def sft_config(config: DemoConfig, folder: Path, start: str | None = None):
         n_trajectories=config.sft_trajectories,
         steps=config.sft_steps,
         batch_size=min(preset.batch_size, config.sft_trajectories),
+        # the replication's option; the demo keeps the preset's
+        answer_weight=getattr(config, "sft_answer_weight", preset.answer_weight),
         search_config=config.search_config,
         model=_model_options(config, preset.model, start or config.policy),
         optim=_warm_up_within(preset.optim, config.sft_steps),

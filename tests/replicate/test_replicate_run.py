@@ -100,6 +100,14 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert all(more[n] == "reused" for n in more if n.startswith("Evaluate sft"))
     assert all(more[n] == "ran" for n in more if n.startswith(("Evaluate main", "Evaluate no")))
 
+    # an SFT option redoes SFT and all after it; the SFT run trains under it
+    weighted = tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2, sft_answer_weight=3.0)
+    redo = statuses(run_replication(weighted, Console(quiet=True)))
+    assert all(redo[n] == "reused" for n in redo if n.startswith("Balance"))
+    assert all(redo[n] == "ran" for n in redo if n.startswith(("SFT", "GRPO", "Evaluate")))
+    resolved = yaml.safe_load((out / "sft" / "config.yaml").read_text())
+    assert resolved["answer_weight"] == 3.0
+
 
 def test_search_payoff_counts_right_rollouts_searched_or_not(tmp_path):
     rows = [
@@ -224,6 +232,7 @@ def test_bench_options_map_to_the_config():
     assert default == ReplicateConfig()
     assert bench.main(["--balance-threshold", "9"]) == 2  # the error names the option
     assert bench.parse_args(["--grpo-lr", "2e-5"])[0].grpo_lr == 2e-5
+    assert bench.parse_args(["--sft-answer-weight", "4"])[0].sft_answer_weight == 4.0
 
 
 def test_bench_help_prints_every_option(capsys):
@@ -238,5 +247,7 @@ def test_bad_option_is_named():
         ReplicateConfig(grpo_steps=0)
     with pytest.raises(ValueError, match="--balance-threshold"):
         ReplicateConfig(balance_k=2, balance_threshold=3)
+    with pytest.raises(ValueError, match="--sft-answer-weight"):
+        ReplicateConfig(sft_answer_weight=0)
     with pytest.raises(ValueError, match="--align"):
         ReplicateConfig(policy="some/folder", align=True)

@@ -15,6 +15,7 @@ from mmsr.rollout.engine import EngineConfig, RolloutEngine
 from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
 from mmsr.train.sft import (
     PLANS,
+    answer_token_weights,
     choose_plan,
     is_flag_question,
     plan_fits,
@@ -121,6 +122,56 @@ def test_sft_micro_batches_match_one_batch(tiny_policy, world_samples):
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
     for a, b in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_answer_weight_falls_on_the_answer_tags_content_only(tiny_policy, world_samples):
+    policy, engine = tiny_engine(tiny_policy)
+    samples, scripts, _ = world_sft_scripts(world_samples, 4, p_direct=0.5, seed=3)
+    trajectories = engine.replay(samples, scripts)
+    tokenizer = policy.tokenizer
+    for traj, sample in zip(trajectories, samples, strict=True):
+        mask = traj.loss_mask.float()
+        assert torch.equal(answer_token_weights(traj, tokenizer, 1.0), mask)
+        weights = answer_token_weights(traj, tokenizer, 4.0)
+        assert torch.equal(weights > 0, mask > 0)  # nothing outside the loss mask
+        stressed = tokenizer.decode(traj.input_ids[weights == 4.0].tolist())
+        assert stressed.startswith(sample.answer) or stressed.startswith(f">{sample.answer}")
+        assert stressed.endswith("</answer>") and "<reason>" not in stressed
+        assert set(weights.unique().tolist()) == {0.0, 1.0, 4.0}
+
+
+def test_sft_step_weighs_answer_tokens_and_stays_a_weighted_mean(tiny_policy, world_samples):
+    policy, engine = tiny_engine(tiny_policy)
+    samples, scripts, _ = world_sft_scripts(world_samples, 4, p_direct=0.5, seed=5)
+    trajectories = engine.replay(samples, scripts)
+    tokenizer = policy.tokenizer
+    losses = {}
+    for name, weight, micro in (("plain", None, 4), ("ones", 1.0, 4), ("x5", 5.0, 4),
+                                ("x5 micro", 5.0, 1)):  # fmt: skip
+        model = copy.deepcopy(policy.model)
+        config = SFTConfig(micro_batch_size=micro, optim=OptimOptions(lr=0.0))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        rows = None
+        if weight is not None:
+            rows = [answer_token_weights(t, tokenizer, weight) for t in trajectories]
+        losses[name] = sft_step(model, trajectories, optimizer, scheduler, config, 0, rows)["loss"]
+    assert losses["ones"] == pytest.approx(losses["plain"], rel=1e-5)
+    # the weighted mean of the tokens' NLL, computed here from their log-probs
+    from mmsr.rollout.batch import collate
+    from mmsr.rollout.logprobs import token_logprobs
+    from mmsr.train.sft import pad_weights
+
+    batch = collate(trajectories, 0)
+    with torch.no_grad():
+        logp, _ = token_logprobs(policy.model.eval(), batch, where=batch.loss_mask)
+    weights = pad_weights([answer_token_weights(t, tokenizer, 5.0) for t in trajectories])
+    expected = float(-(logp * weights).sum() / weights.sum())
+    assert losses["x5"] == pytest.approx(expected, rel=1e-4)
+    assert abs(expected - losses["plain"]) > 1e-4  # the weights do move it
+    assert losses["x5 micro"] == pytest.approx(losses["x5"], rel=1e-5)
+    with pytest.raises(ValueError, match="answer_weight"):
+        SFTConfig(answer_weight=0)
 
 
 def test_distillation_file_is_read_and_filtered(tmp_path):

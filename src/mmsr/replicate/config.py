@@ -80,6 +80,9 @@ class ReplicateConfig:
     19; `bench/search_chain.py`), so 40 steps over 160 trajectories (two passes each)."""
     sft_trajectories: int = 160
     """World-synthesised SFT trajectories (random plans over world:train, as in the demo)."""
+    sft_answer_weight: float = 1.0
+    """SFT loss weight of the answer tags' tokens (`SFTConfig.answer_weight`; 1: every
+    sampled token alike)."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5
@@ -128,6 +131,8 @@ class ReplicateConfig:
             )
         if self.balance_rag_k < 0:
             raise ValueError(f"--balance-rag-k {self.balance_rag_k} must be >= 0")
+        if not self.sft_answer_weight > 0:
+            raise ValueError(f"--sft-answer-weight {self.sft_answer_weight} must be > 0")
         if self.grpo_temperature <= 0:
             raise ValueError(f"--grpo-temperature {self.grpo_temperature} must be > 0")
         if self.grpo_lr <= 0:

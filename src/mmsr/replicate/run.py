@@ -126,6 +126,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "search": config.search_config, "seed": config.seed,
                   "tools": tools.identity() if tools is not None else None,
                   "scripts": WORLD_SCRIPTS_VERSION, **precision_param(config)}  # fmt: skip
+    if config.sft_answer_weight != 1.0:  # absent at 1, so runs made before it are reused
+        sft_params["answer_weight"] = config.sft_answer_weight
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base)
     number += 1

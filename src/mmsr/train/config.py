@@ -205,6 +205,10 @@ class SFTConfig:
     """Trajectories per optimizer step."""
     micro_batch_size: int = 4
     """Trajectories per forward/backward (gradient accumulation)."""
+    answer_weight: float = 1.0
+    """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
+    against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it
+    stresses what the answer tag says over the turns' other text."""
     search_config: str | None = None
     """Search config YAML for the replayed tool calls (None: local world backends)."""
     model: ModelOptions = field(default_factory=ModelOptions)
@@ -215,6 +219,10 @@ class SFTConfig:
     """Budget of the replayed conversations."""
     run: RunOptions = field(default_factory=lambda: RunOptions(out="runs/sft"))
     """Outputs."""
+
+    def __post_init__(self) -> None:
+        if not self.answer_weight > 0:
+            raise ValueError(f"answer_weight must be > 0, got {self.answer_weight}")
 
 
 # ------------------------------------------------------------------------- YAML loading

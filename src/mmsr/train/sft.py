@@ -16,6 +16,7 @@ Two sources of trajectories, both turned into exact tensors by `RolloutEngine.re
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 import re
@@ -65,12 +66,44 @@ WORLD_SCRIPTS_VERSION = 11
 
 
 # ------------------------------------------------------------------------- the loss
-def sft_loss(model, batch, n_tokens: float) -> torch.Tensor:
-    """Masked NLL: -sum(log p * loss_mask) / n_tokens, with `n_tokens` the loss tokens of
-    the WHOLE optimizer batch (micro-batches then add up to the full-batch loss)."""
+def sft_loss(model, batch, n_tokens: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked NLL: -sum(log p * w) / n_tokens, with w the loss mask (or `weights` [B, T],
+    zero outside it) and `n_tokens` the sum of w over the WHOLE optimizer batch
+    (micro-batches then add up to the full-batch loss)."""
     logp, _ = token_logprobs(model, batch, where=batch.loss_mask)
-    mask = batch.loss_mask.to(logp.device).float()
-    return -(logp * mask).sum() / max(n_tokens, 1.0)
+    mask = batch.loss_mask if weights is None else weights
+    return -(logp * mask.to(logp.device).float()).sum() / max(n_tokens, 1.0)
+
+
+ANSWER_SPAN = re.compile(r"<answer>(.*?</answer>)", re.S)
+
+
+def answer_token_weights(trajectory: Trajectory, tokenizer, weight: float) -> torch.Tensor:
+    """[T] float: the trajectory's loss mask, with `weight` on the sampled tokens that
+    write an answer tag's content and its closing tag (a token counts when any of its
+    characters does). Read from the sampled tokens themselves, one decoded token at a
+    time, so the weights fall on exactly the tokens the loss sees."""
+    weights = trajectory.loss_mask.float().clone()
+    sampled = trajectory.loss_mask.nonzero().flatten().tolist()
+    if weight == 1.0 or not sampled:
+        return weights
+    pieces = [tokenizer.decode([int(trajectory.input_ids[t])]) for t in sampled]
+    ends = list(itertools.accumulate(len(piece) for piece in pieces))
+    text = "".join(pieces)
+    for match in ANSWER_SPAN.finditer(text):
+        start, stop = match.span(1)
+        for at, end in enumerate(ends):
+            if end > start and end - len(pieces[at]) < stop:
+                weights[sampled[at]] = weight
+    return weights
+
+
+def pad_weights(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[B, T] right-padded with zeros, as `collate` pads the loss mask."""
+    out = torch.zeros((len(rows), max(len(row) for row in rows)))
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 # ------------------------------------------------------------------------- world scripts
@@ -505,21 +538,26 @@ def build_sft_trajectories(
         from mmsr.eval.samples import load_eval_samples
 
         pool = load_eval_samples(config.data)
+        started = time.perf_counter()
         samples, scripts, plans = world_sft_scripts(
             pool, config.n_trajectories, config.p_direct, config.run.seed, engine_speaker(engine)
         )
+        console.print(f"the model spoke its own words in {time.perf_counter() - started:.0f} s")
     else:
         samples, scripts = read_distillation(Path(config.data))
         plans = ["distilled"] * len(samples)
     trajectories: list[Trajectory] = []
     chunk = max(1, config.engine.batch_size)
+    started = time.perf_counter()
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task("replay", total=len(samples))
         for start in range(0, len(samples), chunk):
             part = slice(start, start + chunk)
             trajectories += engine.replay(samples[part], scripts[part])
             bar.update(task, completed=min(len(samples), start + chunk))
+    replay_seconds = time.perf_counter() - started
     counts = {plan: plans.count(plan) for plan in sorted(set(plans))}
+    console.print(f"replayed {len(samples)} scripts with their searches in {replay_seconds:.0f} s")
     return trajectories, counts
 
 
@@ -573,6 +611,15 @@ def train_sft(
         order.epoch, order.position = state["data_order"]["epoch"], state["data_order"]["position"]
     pad = policy.tokenizer.pad_token_id
     pad_id = int(pad if pad is not None else policy.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    weights = None
+    if config.answer_weight != 1.0:
+        tokenizer = policy.tokenizer
+        weights = [answer_token_weights(t, tokenizer, config.answer_weight) for t in trajectories]
+        stressed = sum(
+            int((w != t.loss_mask.float()).sum())
+            for w, t in zip(weights, trajectories, strict=True)
+        )
+        console.print(f"answer tokens weighted x{config.answer_weight:g}: {stressed}")
     logger = MetricsLogger(
         out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config), after=step
     )
@@ -583,8 +630,10 @@ def train_sft(
         ) as bar:  # fmt: skip
             task = bar.add_task("sft", total=config.steps, completed=step, info="")
             while step < config.steps:
-                batch = [trajectories[i] for i in order.take(config.batch_size)]
-                metrics = sft_step(model, batch, optimizer, scheduler, config, pad_id)
+                taken = order.take(config.batch_size)
+                batch = [trajectories[i] for i in taken]
+                rows = None if weights is None else [weights[i] for i in taken]
+                metrics = sft_step(model, batch, optimizer, scheduler, config, pad_id, rows)
                 step += 1
                 logger.log(step, metrics)
                 bar.update(task, completed=step, info=f"loss {metrics['loss']:.3f}")
@@ -601,18 +650,27 @@ def train_sft(
 
 
 def sft_step(
-    model, batch: Sequence[Trajectory], optimizer, scheduler, config: SFTConfig, pad_id: int
+    model,
+    batch: Sequence[Trajectory],
+    optimizer,
+    scheduler,
+    config: SFTConfig,
+    pad_id: int,
+    weights: Sequence[torch.Tensor] | None = None,
 ):
-    """One optimizer step of masked NLL over `batch`, accumulated over micro-batches."""
+    """One optimizer step of masked NLL over `batch`, accumulated over micro-batches;
+    `weights` (one [T] tensor per trajectory, `answer_token_weights`) weigh its tokens."""
     started = time.perf_counter()
-    n_tokens = float(sum(t.n_sampled_tokens for t in batch))
+    sampled = float(sum(t.n_sampled_tokens for t in batch))
+    n_tokens = sampled if weights is None else float(sum(w.sum() for w in weights))
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     device = next(model.parameters()).device
     for chunk in micro_batches(batch, config.micro_batch_size):
         with matmul_precision(device, config.model.matmul_dtype):
-            loss = sft_loss(model, collate([batch[i] for i in chunk], pad_id), n_tokens)
+            rows = None if weights is None else pad_weights([weights[i] for i in chunk])
+            loss = sft_loss(model, collate([batch[i] for i in chunk], pad_id), n_tokens, rows)
         loss.backward()
         total += float(loss.detach())
     params = [p for p in model.parameters() if p.requires_grad]
@@ -627,6 +685,6 @@ def sft_step(
         "loss": total,
         "grad_norm": float(norm),
         "lr": lr,
-        "loss_tokens": n_tokens,
+        "loss_tokens": sampled,
         "tokens_per_s": sum(t.length for t in batch) / max(seconds, 1e-9),
     }
