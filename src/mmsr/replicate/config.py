@@ -9,8 +9,8 @@ built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in t
   ~10 min. Nano knows few answers (~4% of the questions are search_free), so the pools
   must be large for a balanced set of a few dozen. The default sets ship in
   `mmsr/replicate/sets/` and are copied when the options and the eye match (`rebalance`);
-- SFT: nano states what it knows for 480 questions, the scripts are replayed with the
-  tools (~14 min together), then 40 steps of 8 trajectories (~9 min): 23 min (41 min in
+- SFT: nano states what it knows for 480 questions (~7 min), the scripts are replayed
+  with the tools (2 s), then 40 steps of 8 trajectories (~22 s each): 23 min (41 min in
   fp32 with the test suite beside it);
 - GRPO: 16 steps x 4 questions x 4 rollouts, 14-29 min a run (it follows how much nano
   searches: ~1.8 min a step when it always does, ~35 s when it rarely does): three runs
