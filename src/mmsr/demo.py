@@ -245,17 +245,17 @@ def load(path: str, config, console: Console):
 
 
 def sft_stage(
-    config, folder: Path, params, tools, console, state, start: str | None = None
+    config, folder: Path, params, tools, console, state, start: str | None = None, **recipe
 ) -> dict[str, Any]:
-    """SFT from the policy at `start` (default `config.policy`) into `folder` (record:
-    `model` = folder/final)."""
+    """SFT from the policy at `start` (default `config.policy`) into `folder`; `recipe` goes
+    to `sft_config` (answer_weight). Record: `model` = folder/final."""
     from mmsr.train.sft import train_sft
 
     if (done := reuse(folder, params, console, state)) is not None:
         return done
     begin(folder, params, console)
     start = start or config.policy
-    sft = sft_config(config, folder, start)
+    sft = sft_config(config, folder, start, **recipe)
     policy = load(start, config, console)
     train_sft(sft, policy=policy, tools=tools, console=console)
     return finish(folder, params, {"model": str(folder / "final")})
@@ -337,9 +337,11 @@ def eval_stage(
 
 
 # ------------------------------------------------------------------------- the recipes
-def sft_config(config: DemoConfig, folder: Path, start: str | None = None):
+def sft_config(
+    config: DemoConfig, folder: Path, start: str | None = None, answer_weight: float = 1.0
+):
     """The nano_sft_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the
-    policy at `start` (default `config.policy`)."""
+    policy at `start` (default `config.policy`); the replication sets its `answer_weight`."""
     from mmsr.train.config import SFTConfig, load_config
 
     preset = load_config(SFTConfig, "nano_sft_cpu")
@@ -348,8 +350,7 @@ def sft_config(config: DemoConfig, folder: Path, start: str | None = None):
         n_trajectories=config.sft_trajectories,
         steps=config.sft_steps,
         batch_size=min(preset.batch_size, config.sft_trajectories),
-        # the replication's option; the demo keeps the preset's
-        answer_weight=getattr(config, "sft_answer_weight", preset.answer_weight),
+        answer_weight=answer_weight,
         search_config=config.search_config,
         model=_model_options(config, preset.model, start or config.policy),
         optim=_warm_up_within(preset.optim, config.sft_steps),

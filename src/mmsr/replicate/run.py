@@ -129,7 +129,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
     if config.sft_answer_weight != 1.0:  # absent at 1, so runs made before it are reused
         sft_params["answer_weight"] = config.sft_answer_weight
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
-        sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base)
+        sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base,
+                        answer_weight=config.sft_answer_weight)  # fmt: skip
     number += 1
 
     train = balance["train"]

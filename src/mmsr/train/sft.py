@@ -15,6 +15,7 @@ Two sources of trajectories, both turned into exact tensors by `RolloutEngine.re
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import json
@@ -89,21 +90,17 @@ def answer_token_weights(trajectory: Trajectory, tokenizer, weight: float) -> to
         return weights
     pieces = [tokenizer.decode([int(trajectory.input_ids[t])]) for t in sampled]
     ends = list(itertools.accumulate(len(piece) for piece in pieces))
-    text = "".join(pieces)
-    for match in ANSWER_SPAN.finditer(text):
+    for match in ANSWER_SPAN.finditer("".join(pieces)):
         start, stop = match.span(1)
-        for at, end in enumerate(ends):
-            if end > start and end - len(pieces[at]) < stop:
-                weights[sampled[at]] = weight
+        # from the token holding the span's first character to the one holding its last
+        for at in range(bisect.bisect_right(ends, start), bisect.bisect_left(ends, stop) + 1):
+            weights[sampled[at]] = weight
     return weights
 
 
 def pad_weights(rows: Sequence[torch.Tensor]) -> torch.Tensor:
     """[B, T] right-padded with zeros, as `collate` pads the loss mask."""
-    out = torch.zeros((len(rows), max(len(row) for row in rows)))
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
+    return torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True)
 
 
 # ------------------------------------------------------------------------- world scripts
@@ -615,10 +612,7 @@ def train_sft(
     if config.answer_weight != 1.0:
         tokenizer = policy.tokenizer
         weights = [answer_token_weights(t, tokenizer, config.answer_weight) for t in trajectories]
-        stressed = sum(
-            int((w != t.loss_mask.float()).sum())
-            for w, t in zip(weights, trajectories, strict=True)
-        )
+        stressed = sum(int((w == config.answer_weight).sum()) for w in weights)
         console.print(f"answer tokens weighted x{config.answer_weight:g}: {stressed}")
     logger = MetricsLogger(
         out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config), after=step
