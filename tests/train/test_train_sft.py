@@ -13,6 +13,7 @@ import torch
 from mmsr.models.policy import Policy
 from mmsr.rollout.engine import EngineConfig, RolloutEngine
 from mmsr.train.config import OptimOptions, RunOptions, SFTConfig
+from mmsr.train.optim import build_optimizer, build_scheduler
 from mmsr.train.sft import (
     PLANS,
     answer_token_weights,
@@ -122,6 +123,42 @@ def test_sft_micro_batches_match_one_batch(tiny_policy, world_samples):
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
     for a, b in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_sft_steps_from_the_trunk_cache_equal_full_forwards(tiny_policy, world_samples):
+    from mmsr.train.config import ModelOptions
+    from mmsr.train.lora import language_layers, prepare_trainable
+    from mmsr.train.shared_trunk import TrunkCache
+
+    policy, engine = tiny_engine(tiny_policy)
+    samples, scripts, _ = world_sft_scripts(world_samples, 4, p_direct=0.5, seed=5)
+    trajectories = engine.replay(samples, scripts)
+    runs = {}
+    for cached in (False, True):
+        model = prepare_trainable(copy.deepcopy(policy.model), ModelOptions(freeze_layers=1))
+        config = SFTConfig(micro_batch_size=2)
+        optim = OptimOptions(lr=1e-2, warmup_steps=0)
+        optimizer = build_optimizer(model, optim)
+        scheduler = build_scheduler(optimizer, optim, 3)
+        trunk = TrunkCache(model, 1) if cached else None
+        bottom_calls: list[int] = []
+        hook = language_layers(model)[0].register_forward_hook(
+            lambda *args, calls=bottom_calls: calls.append(1)
+        )
+        losses = []
+        for order in ([0, 1, 2, 3], [3, 1, 0, 2], [2, 0, 1, 3]):  # new partners each step
+            batch = [trajectories[i] for i in order]
+            step = sft_step(model, batch, optimizer, scheduler, config, 0, None, trunk, order)
+            losses.append(step["loss"])
+        hook.remove()
+        runs[cached] = (losses, [p.detach().clone() for p in model.parameters()], bottom_calls)
+    (full, full_params, full_calls), (reused, reused_params, reused_calls) = runs[False], runs[True]
+    assert len(full_calls) == 6 and len(reused_calls) == 2  # only the first step ran layer 1
+    assert reused == pytest.approx(full, rel=1e-5) and full[2] < full[0]
+    for a, b in zip(reused_params, full_params, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="one key per trajectory"):
+        sft_step(model, trajectories, optimizer, scheduler, config, 0, None, trunk, [0])
 
 
 def test_answer_weight_falls_on_the_answer_tags_content_only(tiny_policy, world_samples):

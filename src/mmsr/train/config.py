@@ -209,6 +209,10 @@ class SFTConfig:
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it
     stresses what the answer tag says over the turns' other text."""
+    trunk_cache: bool = True
+    """With frozen bottom layers (`model.freeze_layers`, frozen embeddings and vision):
+    run them once per trajectory and replay their output on later passes (the same
+    result, less compute; CPU memory ~ tokens x hidden size x 4 bytes over the set)."""
     search_config: str | None = None
     """Search config YAML for the replayed tool calls (None: local world backends)."""
     model: ModelOptions = field(default_factory=ModelOptions)

@@ -16,6 +16,7 @@ Two sources of trajectories, both turned into exact tensors by `RolloutEngine.re
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -43,6 +44,7 @@ from mmsr.train.grpo import micro_batches
 from mmsr.train.lora import count_parameters, prepare_trainable
 from mmsr.train.metrics import MetricsLogger
 from mmsr.train.optim import build_optimizer, build_scheduler
+from mmsr.train.shared_trunk import TrunkCache, frozen_trunk_layers
 
 PLANS = ("answer", "image", "image+text", "text")
 # The world scripts' wording; cached SFT stages (demo, replication) are keyed on it.
@@ -614,6 +616,10 @@ def train_sft(
         weights = [answer_token_weights(t, tokenizer, config.answer_weight) for t in trajectories]
         stressed = sum(int((w == config.answer_weight).sum()) for w in weights)
         console.print(f"answer tokens weighted x{config.answer_weight:g}: {stressed}")
+    frozen = frozen_trunk_layers(model) if config.trunk_cache else 0
+    trunk = TrunkCache(model, frozen) if frozen else None
+    if trunk is not None:
+        console.print(f"the frozen layers 1-{frozen}: run once per trajectory, then replayed")
     logger = MetricsLogger(
         out, config.run.tensorboard, config.run.wandb_project, config_to_dict(config), after=step
     )
@@ -627,7 +633,8 @@ def train_sft(
                 taken = order.take(config.batch_size)
                 batch = [trajectories[i] for i in taken]
                 rows = None if weights is None else [weights[i] for i in taken]
-                metrics = sft_step(model, batch, optimizer, scheduler, config, pad_id, rows)
+                metrics = sft_step(model, batch, optimizer, scheduler, config, pad_id, rows,
+                                   trunk, taken)  # fmt: skip
                 step += 1
                 logger.log(step, metrics)
                 bar.update(task, completed=step, info=f"loss {metrics['loss']:.3f}")
@@ -651,9 +658,15 @@ def sft_step(
     config: SFTConfig,
     pad_id: int,
     weights: Sequence[torch.Tensor] | None = None,
+    trunk: TrunkCache | None = None,
+    keys: Sequence[int] | None = None,
 ):
     """One optimizer step of masked NLL over `batch`, accumulated over micro-batches;
-    `weights` (one [T] tensor per trajectory, `answer_token_weights`) weigh its tokens."""
+    `weights` (one [T] tensor per trajectory, `answer_token_weights`) weigh its tokens;
+    `trunk` reuses the frozen layers' output of trajectories seen before, by their `keys`
+    (their indices in the training set)."""
+    if trunk is not None and (keys is None or len(keys) != len(batch)):
+        raise ValueError("a trunk cache needs one key per trajectory of the batch")
     started = time.perf_counter()
     sampled = float(sum(t.n_sampled_tokens for t in batch))
     n_tokens = sampled if weights is None else float(sum(w.sum() for w in weights))
@@ -662,7 +675,10 @@ def sft_step(
     total = 0.0
     device = next(model.parameters()).device
     for chunk in micro_batches(batch, config.micro_batch_size):
-        with matmul_precision(device, config.model.matmul_dtype):
+        reuse = contextlib.nullcontext()
+        if trunk is not None:
+            reuse = trunk.forward([keys[i] for i in chunk], [batch[i].length for i in chunk])
+        with matmul_precision(device, config.model.matmul_dtype), reuse:
             rows = None if weights is None else pad_weights([weights[i] for i in chunk])
             loss = sft_loss(model, collate([batch[i] for i in chunk], pad_id), n_tokens, rows)
         loss.backward()
