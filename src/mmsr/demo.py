@@ -338,10 +338,15 @@ def eval_stage(
 
 # ------------------------------------------------------------------------- the recipes
 def sft_config(
-    config: DemoConfig, folder: Path, start: str | None = None, answer_weight: float = 1.0
+    config: DemoConfig,
+    folder: Path,
+    start: str | None = None,
+    answer_weight: float = 1.0,
+    words: str | None = None,
 ):
     """The nano_sft_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the
-    policy at `start` (default `config.policy`); the replication sets its `answer_weight`."""
+    policy at `start` (default `config.policy`); the replication sets its `answer_weight`
+    and the recorded `words` of the policy (`SFTConfig.words`)."""
     from mmsr.train.config import SFTConfig, load_config
 
     preset = load_config(SFTConfig, "nano_sft_cpu")
@@ -351,6 +356,7 @@ def sft_config(
         steps=config.sft_steps,
         batch_size=min(preset.batch_size, config.sft_trajectories),
         answer_weight=answer_weight,
+        words=words,
         search_config=config.search_config,
         model=_model_options(config, preset.model, start or config.policy),
         optim=_warm_up_within(preset.optim, config.sft_steps),

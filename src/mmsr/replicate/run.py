@@ -128,9 +128,10 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "scripts": WORLD_SCRIPTS_VERSION, **precision_param(config)}  # fmt: skip
     if config.sft_answer_weight != 1.0:  # absent at 1, so runs made before it are reused
         sft_params["answer_weight"] = config.sft_answer_weight
+    words = shipped_words(eye, console)
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base,
-                        answer_weight=config.sft_answer_weight)  # fmt: skip
+                        answer_weight=config.sft_answer_weight, words=words)  # fmt: skip
     number += 1
 
     train = balance["train"]
@@ -341,6 +342,19 @@ def copy_shipped_sets(
         "--rebalance builds them here"
     )
     return finish(folder, params, result)
+
+
+def shipped_words(eye: dict[str, Any], console: Console) -> str | None:
+    """The shipped eye's words (`mmsr/replicate/sets/sft-words/`, saved by a full run's SFT:
+    what base nano says about each question it is asked, `RecordedSpeaker`) when `eye` is
+    the policy that spoke them; else None (then SFT has the policy speak, ~7 min)."""
+    from mmsr.train.sft import WORDS_FILE
+
+    source = SHIPPED_SETS / "sft-words"
+    if reusable(source, {"base": eye["params"]}) is None:
+        return None
+    console.print(f"SFT reads base nano's recorded words from {source.name}/{WORDS_FILE}")
+    return str(source / WORDS_FILE)
 
 
 def write_unbalanced(samples, balanced: Path, out: Path, n: int, seed: int) -> dict[str, Any]:

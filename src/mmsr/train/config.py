@@ -209,6 +209,9 @@ class SFTConfig:
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it
     stresses what the answer tag says over the turns' other text."""
+    words: str | None = None
+    """World synthesis: a `words.json` of an earlier SFT run of the same policy, whose
+    recorded replies stand in for speaking again (each run saves its own)."""
     trunk_cache: bool = True
     """With frozen bottom layers (`model.freeze_layers`, frozen embeddings and vision):
     run them once per trajectory and replay their output on later passes (the same

@@ -528,20 +528,69 @@ def engine_speaker(engine, batch_size: int = 16, max_new_tokens: int = 12) -> Sp
     return speak
 
 
+WORDS_FILE = "words.json"
+
+
+class RecordedSpeaker:
+    """A `Speaker` that answers from recorded replies where it has them and asks `speaker`
+    (the model) for the rest, recording every reply: a run's `words.json` lets a later SFT
+    of the same policy skip speaking (nano: ~7 min for 480 questions). A reply is looked
+    up by the question's id, the first turn's prompt and the start it continues, so a
+    changed question, prompt or script start is spoken anew."""
+
+    def __init__(self, speaker: Speaker, prompt: Callable[[Sample], str], path: str | None):
+        self.speaker, self.prompt = speaker, prompt
+        self.replies: dict[tuple[str, str, str], str] = {}
+        self.reused = self.spoken = 0
+        if path:
+            try:
+                rows = json.loads(Path(path).read_text(encoding="utf-8"))["replies"]
+                self.replies = {(r["id"], r["prompt"], r["start"]): r["reply"] for r in rows}
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"words {path}: not a readable {WORDS_FILE} ({err})") from err
+
+    def __call__(self, samples: list[Sample], starts: list[str]) -> list[str]:
+        keys = [(s.id, self.prompt(s), start) for s, start in zip(samples, starts, strict=True)]
+        missing = [i for i, key in enumerate(keys) if key not in self.replies]
+        if missing:
+            said = self.speaker([samples[i] for i in missing], [starts[i] for i in missing])
+            self.replies.update({keys[i]: reply for i, reply in zip(missing, said, strict=True)})
+        self.spoken += len(missing)
+        self.reused += len(keys) - len(missing)
+        return [self.replies[key] for key in keys]
+
+    def save(self, path: Path) -> None:
+        rows = [{"id": i, "prompt": p, "start": s, "reply": r}
+                for (i, p, s), r in self.replies.items()]  # fmt: skip
+        path.write_text(json.dumps({"replies": rows}, indent=0) + "\n", encoding="utf-8")
+
+
 def build_sft_trajectories(
-    config: SFTConfig, engine, console: Console | None = None
+    config: SFTConfig, engine, console: Console | None = None, out: Path | None = None
 ) -> tuple[list[Trajectory], dict[str, int]]:
-    """Replay the SFT scripts through `engine`; returns trajectories and plan counts."""
+    """Replay the SFT scripts through `engine`; returns trajectories and plan counts. The
+    model's spoken words (world synthesis) are read from `config.words` where recorded
+    and saved to `out`/words.json."""
     console = console or Console()
     if config.data.startswith("world:"):
         from mmsr.eval.samples import load_eval_samples
+        from mmsr.rollout.prompts import first_turn_text
 
         pool = load_eval_samples(config.data)
         started = time.perf_counter()
-        samples, scripts, plans = world_sft_scripts(
-            pool, config.n_trajectories, config.p_direct, config.run.seed, engine_speaker(engine)
+        speaker = RecordedSpeaker(
+            engine_speaker(engine),
+            lambda sample: first_turn_text(sample.question, engine.config.limits),
+            config.words,
         )
-        console.print(f"the model spoke its own words in {time.perf_counter() - started:.0f} s")
+        samples, scripts, plans = world_sft_scripts(
+            pool, config.n_trajectories, config.p_direct, config.run.seed, speaker
+        )
+        took = time.perf_counter() - started
+        reused = f" ({speaker.reused} replies read from {config.words})" if config.words else ""
+        console.print(f"the model spoke its own words in {took:.0f} s{reused}")
+        if out is not None:
+            speaker.save(out / WORDS_FILE)
     else:
         samples, scripts = read_distillation(Path(config.data))
         plans = ["distilled"] * len(samples)
@@ -593,7 +642,7 @@ def train_sft(
 
             tools = make_tools(SearchConfig.load(config.search_config))
         engine = RolloutEngine(policy, tools, config.engine)
-        trajectories, counts = build_sft_trajectories(config, engine, console)
+        trajectories, counts = build_sft_trajectories(config, engine, console, out)
         console.print(f"SFT trajectories: {len(trajectories)} {counts}")
     model = prepare_trainable(policy.model, config.model, seed=config.run.seed)
     trainable, total = count_parameters(model)
