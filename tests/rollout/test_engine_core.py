@@ -196,6 +196,28 @@ def test_rows_joining_and_leaving_free_slots_keep_exact_logprobs(tiny_policy, fa
         assert torch.allclose(together.old_logp, single.old_logp, atol=1e-5)
 
 
+def test_recorded_trunk_equals_a_training_forwards_layer_output(tiny_policy, fakes):
+    """Rows that join, leave, search and share their group's prompt: each trajectory's
+    recorded output of layer 1 is a full forward's at every position the model saw, and
+    only the last token (sampled, never fed back) is missing."""
+    from mmsr.train.shared_trunk import SharedTrunk
+
+    forcer = _forcer(tiny_policy, rows={(0, 0), (1, 1), (2, 0)})
+    tools = fakes.SlowTools(fakes.make_test_tools(), 0.02)
+    engine = RolloutEngine(tiny_policy, tools, _config(batch_size=4), forcer=forcer, record_trunk=1)
+    trajectories = engine.rollout(_samples(3), n=2, seed=5)
+    assert engine.stats["rows_placed"] > 0 and engine.stats["prefill_shared_tokens"] > 0
+    assert sum(t.n_image_search for t in trajectories) == 3
+    trunk = SharedTrunk(tiny_policy.model, tiny_policy.model, 1)
+    for traj in trajectories:
+        assert traj.trunk is not None and traj.trunk.shape[0] == traj.length - 1
+        with torch.inference_mode(), trunk.capture():
+            token_logprobs(tiny_policy.model, collate([traj], pad_id=0))
+        torch.testing.assert_close(traj.trunk, trunk.recorded[0, :-1], atol=1e-4, rtol=1e-4)
+    plain = RolloutEngine(tiny_policy, tools, _config(batch_size=4), forcer=forcer)
+    assert all(t.trunk is None for t in plain.rollout(_samples(1), n=1, seed=5))
+
+
 def _draws(engine, logits: torch.Tensor, n: int = 2000) -> torch.Tensor:
     """`n` tokens drawn by the engine's sampler from `logits` [V], 50 rows a call."""
     generator = torch.Generator().manual_seed(0)

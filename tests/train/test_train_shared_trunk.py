@@ -96,3 +96,45 @@ def test_grpo_update_is_the_same_with_and_without_sharing(tiny_policy, monkeypat
         assert shared[key] == pytest.approx(full[key], abs=1e-6)
     for a, b in zip(shared_params, full_params, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_grpo_update_from_the_samplers_recorded_trunk_equals_a_recompute(tiny_policy):
+    """The engine records layer 1's output while sampling; the update that replays it (for
+    the policy and the reference) equals the one that recomputes every layer, over two
+    PPO epochs (the second replays in both)."""
+    from mmsr.models.policy import Policy
+    from mmsr.rollout.engine import EngineConfig, RolloutEngine
+    from mmsr.world.load import load_world
+
+    model, reference = _policy_and_reference(tiny_policy)
+    policy = Policy(model=model, processor=tiny_policy.processor, name="tiny")
+    config = EngineConfig(max_new_tokens=24, max_turns=1, batch_size=4)
+    trajectories = RolloutEngine(policy, None, config, record_trunk=1).rollout(
+        load_world().questions[:2], n=2, seed=1
+    )
+    assert all(t.trunk is not None for t in trajectories)
+    rewards = torch.tensor([1.0, 0.0, 0.3, 0.8])
+    weights = copy.deepcopy(model.state_dict())
+    results = []
+    for replay in (True, False):
+        model.load_state_dict(weights)
+        optim = OptimOptions(lr=1e-2)
+        optimizer = build_optimizer(model, optim)
+        options = GRPOOptions(kl_coef=0.5, micro_batch_size=2, ppo_epochs=2, replay_trunk=replay)
+        bottom_calls: list[int] = []
+        hook = language_layers(model)[0].register_forward_hook(
+            lambda *args, calls=bottom_calls: calls.append(1)
+        )
+        metrics = grpo.grpo_update(
+            model, trajectories, rewards, optimizer, build_scheduler(optimizer, optim, 10),
+            options, pad_id=0, grad_clip=0, ref_model=reference,
+        )  # fmt: skip
+        hook.remove()
+        results.append((metrics, [p.detach().clone() for p in model.parameters()], bottom_calls))
+    (replayed, replayed_params, replayed_calls), (full, full_params, full_calls) = results
+    assert not replayed_calls and len(full_calls) == 4  # 2 epochs x 2 micro-batches
+    assert replayed["kl"] > 0
+    for key in ("loss", "kl", "pg_loss"):
+        assert replayed[key] == pytest.approx(full[key], abs=1e-5)
+    for a, b in zip(replayed_params, full_params, strict=True):  # Adam: rounding, scaled
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)

@@ -158,6 +158,7 @@ class _Conversation:
     n_text_search: int = 0
     answer: str | None = None
     finish_reason: str = ""
+    trunk: list[torch.Tensor] = field(default_factory=list)  # recorded layer output chunks
 
     @property
     def turn(self) -> int:  # 1-based number of the turn being generated
@@ -366,8 +367,13 @@ class RolloutEngine:
         *,
         fetch_thumbnail: FetchBytes | None = None,
         forcer: TokenForcer | None = None,
+        record_trunk: int = 0,
     ):
+        """`record_trunk` k > 0: each trajectory carries the output of the lowest k decoder
+        layers at every position the model computed (`Trajectory.trunk`), for a trainer
+        whose lowest k layers are frozen to replay instead of recomputing."""
         self.policy = policy
+        self.record_trunk = record_trunk
         self.tools = tools
         self.config = config or EngineConfig()
         self.fetch_thumbnail = fetch_thumbnail
@@ -656,7 +662,16 @@ class RolloutEngine:
                 f"sample {conversation.sample.id!r}: generation positions differ from "
                 "get_rope_index over the final sequence (engine bug)"
             )
+        trunk = None
+        if self.record_trunk:
+            trunk = torch.cat(conversation.trunk) if conversation.trunk else None
+            if trunk is not None and trunk.shape[0] > len(ids):
+                raise RuntimeError(
+                    f"sample {conversation.sample.id!r}: {trunk.shape[0]} recorded positions "
+                    f"for {len(ids)} tokens (engine bug)"
+                )
         return Trajectory(
+            trunk=trunk,
             sample_id=conversation.sample.id,
             group=conversation.group,
             input_ids=ids,
@@ -734,6 +749,26 @@ class RolloutEngine:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
 
     @contextmanager
+    def _recording(self):
+        """Around one forward: yields a list that then holds the output of the lowest
+        `record_trunk` decoder layers ([rows, new tokens, hidden]); empty when off."""
+        recorded: list[torch.Tensor] = []
+        if not self.record_trunk:
+            yield recorded
+            return
+        from mmsr.train.lora import language_layers
+
+        def record(_module, _inputs, output):
+            recorded.append(output[0] if isinstance(output, tuple) else output)
+
+        layer = language_layers(self.model)[self.record_trunk - 1]
+        handle = layer.register_forward_hook(record)
+        try:
+            yield recorded
+        finally:
+            handle.remove()
+
+    @contextmanager
     def _timed(self, key: str):
         """Add the block's wall time to `self.stats[key]` (where an engine's time goes)."""
         started = time.perf_counter()
@@ -760,6 +795,10 @@ class RolloutEngine:
         self.stats["prefill_shared_tokens"] = shared + sum(len(row.ids) for row in copies)
         for row in copies:
             row.n_cached, row.n_encoded_images = len(row.ids), len(row.images)
+        if self.record_trunk:
+            for row, first in zip(rows, source, strict=True):
+                if row is not firsts[first]:
+                    row.trunk = list(firsts[first].trunk)
         return _Batch(list(rows), cache, fresh.mask[index], fresh.logits[index])
 
     @torch.inference_mode()
@@ -821,13 +860,17 @@ class RolloutEngine:
             for index, row in enumerate(rows):
                 past_mask[index, past_length - row.n_cached :] = 1
         attention_mask = torch.cat([past_mask, new_mask], dim=1)
-        hidden = model.model.language_model(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
+        with self._recording() as recorded:
+            hidden = model.model.language_model(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state
+        if recorded:
+            for index, (row, tokens) in enumerate(zip(rows, new_tokens, strict=True)):
+                row.trunk.append(recorded[0][index, : len(tokens)].clone())
         last = torch.tensor([len(tokens) - 1 for tokens in new_tokens], device=device)
         last_hidden = hidden[torch.arange(size, device=device), last]
         logits = model.lm_head(last_hidden).float()
@@ -984,12 +1027,17 @@ class RolloutEngine:
         # A free slot (its row left) feeds a pad and attends to it: its own past may be
         # trimmed away, and a row that attends to nothing would turn NaN. Rows never attend
         # to other slots, and a row placed in the slot later masks these columns out.
-        hidden = self.model.model.language_model(
-            inputs_embeds=self.model.get_input_embeddings()(feed.to(device)),
-            attention_mask=batch.mask,
-            position_ids=feed_positions.to(device),
-            past_key_values=batch.cache,
-            use_cache=True,
-        ).last_hidden_state
+        with self._recording() as recorded:
+            hidden = self.model.model.language_model(
+                inputs_embeds=self.model.get_input_embeddings()(feed.to(device)),
+                attention_mask=batch.mask,
+                position_ids=feed_positions.to(device),
+                past_key_values=batch.cache,
+                use_cache=True,
+            ).last_hidden_state
+        if recorded:  # the rows still in the batch are the ones fed
+            for index, row in enumerate(batch.rows):
+                if row is not None:
+                    row.trunk.append(recorded[0][index, :1].clone())
         batch.logits = self.model.lm_head(hidden[:, -1]).float()
         return ended

@@ -58,6 +58,10 @@ class Trajectory:
     images: list = field(default_factory=list)  # PIL images in sequence order
     sample_index: int = 0  # which of the n samples of its group this is
     prompt_length: int = 0  # tokens before the first model turn
+    # [T', hidden] the engine's output of the lowest `RolloutEngine.record_trunk` decoder
+    # layers at positions 0..T'-1 (T' <= T; the rest never reached the model), or None:
+    # the GRPO update replays it instead of recomputing frozen layers (mmsr.train.shared_trunk)
+    trunk: torch.Tensor | None = None
 
     @classmethod
     def bare(

@@ -126,6 +126,12 @@ class GRPOOptions:
     many tokens (veRL's dynamic batch size): trajectories of very different lengths (an
     answer alone vs five thumbnails) then run in separate forwards instead of all padded
     to the longest. 0: by count only."""
+    replay_trunk: bool = True
+    """With frozen bottom layers (`model.freeze_layers`, frozen embeddings and vision):
+    the rollout engine records their output while sampling and the update replays it for
+    the policy and the reference instead of recomputing those layers (memory: tokens x
+    hidden size per trajectory until the update; the result differs from a recompute only
+    by the sampler's own rounding, which old_logp already carries)."""
     recompute_old_logp: bool = False
     """Recompute old_logp with a training-layout forward instead of the sampler's values."""
 

@@ -15,7 +15,7 @@ from mmsr.rollout.batch import TrajectoryBatch, collate
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.rollout.trajectory import Trajectory
 from mmsr.train.config import GRPOOptions
-from mmsr.train.shared_trunk import SharedTrunk, frozen_trunk_layers
+from mmsr.train.shared_trunk import SharedTrunk, TrunkCache, frozen_trunk_layers
 
 
 def group_advantages(
@@ -152,7 +152,8 @@ def grpo_update(
     `recompute_old_logp` for veRL's behaviour; (2) one optimizer step per epoch over the
     whole batch (veRL splits it into ppo_mini_batch_size updates); (3) reference = base
     weights with LoRA switched off when training LoRA, and, with frozen bottom layers, their
-    output is the policy's (computed once, `mmsr.train.shared_trunk`); (4) single process,
+    output is computed once per trajectory, by the sampler where it recorded it, and
+    replayed for the policy and the reference (`mmsr.train.shared_trunk`); (4) single process,
     no FSDP.
 
     CPU:  mmsr train grpo --config nano_cpu
@@ -165,29 +166,43 @@ def grpo_update(
     n_tokens = float(sum(t.n_sampled_tokens for t in trajectories))
     n_seqs = float(len(trajectories))
     use_ref = options.kl_coef > 0
-    # The reference shares the policy's frozen bottom layers (see mmsr.train.shared_trunk):
-    # it then runs right after the policy's forward on the same batch, from its hidden states.
-    shared = frozen_trunk_layers(model) if use_ref and ref_model is not None else 0
-    trunk = SharedTrunk(model, ref_model, shared) if shared else None
+    # The frozen bottom layers' output is computed once per trajectory (mmsr.train.
+    # shared_trunk): recorded by the rollout engine while sampling (`Trajectory.trunk`), or
+    # by the first forward over it; the policy's later forwards and the reference (whose
+    # bottom layers are the same frozen ones) replay it.
+    frozen = frozen_trunk_layers(model) if options.replay_trunk else 0
+    cache = None
+    if frozen:
+        sampled = {i: t.trunk for i, t in enumerate(trajectories) if t.trunk is not None}
+        cache = TrunkCache(model, frozen, sampled)
+    trunk = SharedTrunk(model, ref_model, frozen) if frozen and use_ref and ref_model else None
     refs: list[torch.Tensor | None] = [None] * len(batches)
     if use_ref and trunk is None:
         refs = [reference_logp(model, ref_model, b, temperature) for b in batches]
+
+    def policy_forward(chunk: list[int]):
+        if cache is None:
+            return contextlib.nullcontext()
+        return cache.forward(chunk, [trajectories[i].length for i in chunk])
+
     if options.recompute_old_logp:
         with torch.no_grad():
-            for b in batches:
-                logp = token_logprobs(model, b, temperature, where=b.loss_mask)[0]
+            for chunk, b in zip(chunks, batches, strict=True):
+                with policy_forward(chunk):
+                    logp = token_logprobs(model, b, temperature, where=b.loss_mask)[0]
                 b.old_logp = logp.detach().cpu()
     model.train()
     totals: dict[str, float] = {}
     for _ in range(options.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
         for index, (chunk, batch) in enumerate(zip(chunks, batches, strict=True)):
-            share = trunk is not None and refs[index] is None
-            with trunk.capture() if share else contextlib.nullcontext():
+            with policy_forward(chunk):
                 logp, entropy = token_logprobs(
                     model, batch, temperature, with_entropy=True, where=batch.loss_mask
                 )
-            if share:
+            if trunk is not None and cache is not None and refs[index] is None:
+                lengths = [trajectories[i].length for i in chunk]
+                trunk.recorded = cache.padded(chunk, lengths, logp.device)
                 with trunk.replay():
                     refs[index] = reference_logp(model, ref_model, batch, temperature)
             ref = refs[index]

@@ -28,6 +28,7 @@ from mmsr.train.grpo import grpo_update
 from mmsr.train.lora import count_parameters, prepare_trainable
 from mmsr.train.metrics import MetricsLogger, RolloutLog, rollout_metrics
 from mmsr.train.optim import build_optimizer, build_scheduler
+from mmsr.train.shared_trunk import frozen_trunk_layers
 
 
 @dataclass
@@ -129,7 +130,8 @@ def train_grpo(
         step = int(state["step"])
         order.epoch, order.position = state["data_order"]["epoch"], state["data_order"]["position"]
         console.print(f"resumed from {found} (step {step})")
-    engine = RolloutEngine(policy, tools, config.engine)
+    record = frozen_trunk_layers(model) if config.grpo.replay_trunk else 0
+    engine = RolloutEngine(policy, tools, config.engine, record_trunk=record)
     tokenizer = policy.tokenizer
     pad_id = tokenizer.pad_token_id
     pad_id = int(pad_id if pad_id is not None else tokenizer.convert_tokens_to_ids("<|im_end|>"))

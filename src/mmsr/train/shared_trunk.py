@@ -99,22 +99,40 @@ class SharedTrunk:
 
 
 class TrunkCache:
-    """SFT's reuse of the frozen bottom layers: SFT trains on the same trajectories epoch
-    after epoch, and with `model.freeze_layers` k the output of the lowest k layers on a
-    trajectory never changes. The first pass over a trajectory records it (CPU memory:
-    tokens x hidden size floats, nano ~300 MB for 160 search trajectories); a micro-batch
-    whose every trajectory is recorded then runs from layer k + 1 (nano, k = 22 of 30:
-    8 layers forward instead of 30)."""
+    """Replay of the frozen bottom layers' output by trajectory. With `model.freeze_layers`
+    k the output of the lowest k layers on a trajectory never changes, so it is computed
+    once: SFT records it on the first pass over a trajectory and replays it on every later
+    epoch; GRPO starts from what the rollout engine computed while sampling
+    (`Trajectory.trunk`). A micro-batch whose every trajectory is recorded then runs from
+    layer k + 1 (nano, k = 22 of 30: 8 layers forward instead of 30). Memory: tokens x
+    hidden size floats per trajectory (CPU; nano ~300 MB for 160 search trajectories)."""
 
-    def __init__(self, model, layers: int):
+    def __init__(self, model, layers: int, rows: dict[int, torch.Tensor] | None = None):
         self.trunk = SharedTrunk(model, model, layers)
-        self.rows: dict[int, torch.Tensor] = {}
+        self.rows: dict[int, torch.Tensor] = dict(rows or {})
+
+    def has(self, keys: list[int]) -> bool:
+        return all(key in self.rows for key in keys)
+
+    def padded(self, keys: list[int], lengths: list[int], device) -> torch.Tensor:
+        """The recorded outputs of `keys` as one right-padded [rows, longest, hidden]
+        batch; a record shorter than its trajectory (positions the sampler never fed
+        the model: after its last token) is padded with zeros, which no loss reads."""
+        first = self.rows[keys[0]]
+        padded = first.new_zeros((len(keys), max(lengths), first.shape[-1]))
+        for row, (key, length) in enumerate(zip(keys, lengths, strict=True)):
+            recorded = self.rows[key]
+            if recorded.shape[0] > length:
+                raise RuntimeError(f"trajectory {key}: {recorded.shape[0]} recorded positions "
+                                   f"for {length} tokens")  # fmt: skip
+            padded[row, : recorded.shape[0]] = recorded
+        return padded.to(device)
 
     @contextmanager
     def forward(self, keys: list[int], lengths: list[int]) -> Iterator[None]:
         """Around one forward of the collated trajectories `keys` (their `lengths`, right
         padded): replayed when all are recorded, else run in full and recorded."""
-        if not all(key in self.rows for key in keys):
+        if not self.has(keys):
             with self.trunk.capture():
                 yield
             recorded, self.trunk.recorded = self.trunk.recorded, None
@@ -123,13 +141,7 @@ class TrunkCache:
             for row, (key, length) in enumerate(zip(keys, lengths, strict=True)):
                 self.rows[key] = recorded[row, :length].to("cpu", copy=True)
             return
-        first = self.rows[keys[0]]
-        padded = first.new_zeros((len(keys), max(lengths), first.shape[-1]))
-        for row, (key, length) in enumerate(zip(keys, lengths, strict=True)):
-            if self.rows[key].shape[0] != length:
-                raise RuntimeError(f"trajectory {key} changed length since it was recorded")
-            padded[row, :length] = self.rows[key]
         device = next(iter(self.trunk.policy_layers.parameters())).device
-        self.trunk.recorded = padded.to(device)
+        self.trunk.recorded = self.padded(keys, lengths, device)
         with self.trunk.replay():
             yield
