@@ -399,3 +399,31 @@ def test_the_engine_speaker_continues_the_replays_first_turn(tiny_policy, world_
         world_samples[:3], ["<reason>The question", "<reason>", "<reason>A"]
     )
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+
+
+def test_recorded_speaker_reads_back_its_replies_and_speaks_only_what_is_new(
+    world_samples, tmp_path
+):
+    from mmsr.train.sft import RecordedSpeaker
+
+    asked: list[tuple[str, str]] = []
+
+    def speaker(samples, starts):  # a fake model
+        asked.extend((s.id, start) for s, start in zip(samples, starts, strict=True))
+        return [f"{s.id} said after {start}" for s, start in zip(samples, starts, strict=True)]
+
+    samples = world_samples[:3]
+    first = RecordedSpeaker(speaker, lambda s: f"Q: {s.question}", None)
+    said = first(samples, ["a", "b", "c"])
+    assert len(asked) == 3 and first.spoken == 3 and first.reused == 0
+    first.save(tmp_path / "words.json")
+    again = RecordedSpeaker(speaker, lambda s: f"Q: {s.question}", str(tmp_path / "words.json"))
+    assert again(samples, ["a", "b", "c"]) == said and len(asked) == 3  # nothing spoken
+    assert again(samples[:2], ["a", "changed"])[1].endswith("after changed")
+    assert asked[-1] == (samples[1].id, "changed") and again.spoken == 1
+    other_prompt = RecordedSpeaker(speaker, lambda s: "another", str(tmp_path / "words.json"))
+    other_prompt(samples[:1], ["a"])
+    assert other_prompt.spoken == 1  # a changed prompt is spoken anew
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="bad.json"):
+        RecordedSpeaker(speaker, str, str(tmp_path / "bad.json"))

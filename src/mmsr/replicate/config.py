@@ -72,12 +72,13 @@ class ReplicateConfig:
     """How a preliminary answer is judged right ('em' or 'subem'; subem suits sentences)."""
     balance_max_new_tokens: int = 32
     """Tokens per turn of the preliminary model's answers."""
-    sft_steps: int = 40
+    sft_steps: int = 80
     """SFT optimizer steps of 8 trajectories. The demo's 10 steps (loss still 0.43 and
     falling) left nano unable to answer after search results: it never searched at T = 0
     and searched in ~6% of GRPO's T = 1 rollouts, though 70% of its SFT plans search.
     30 steps still left the read step weak (2 of 28 right with the gold in the results of
-    19; `bench/search_chain.py`), so 40 steps over 160 trajectories (two passes each)."""
+    19; `bench/search_chain.py`); 40 steps met 4 of the 7 targets, 80 steps (four passes
+    over the 160 trajectories) met 6 (docs/RESULTS.md)."""
     sft_trajectories: int = 160
     """World-synthesised SFT trajectories (random plans over world:train, as in the demo)."""
     sft_answer_weight: float = 1.0

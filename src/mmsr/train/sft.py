@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import json
 import random
@@ -531,6 +532,11 @@ def engine_speaker(engine, batch_size: int = 16, max_new_tokens: int = 12) -> Sp
 WORDS_FILE = "words.json"
 
 
+def prompt_digest(prompt: str) -> str:
+    """A short stand-in for a first turn's prompt (the tool instruction is most of it)."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
 class RecordedSpeaker:
     """A `Speaker` that answers from recorded replies where it has them and asks `speaker`
     (the model) for the rest, recording every reply: a run's `words.json` lets a later SFT
@@ -550,7 +556,8 @@ class RecordedSpeaker:
                 raise ValueError(f"words {path}: not a readable {WORDS_FILE} ({err})") from err
 
     def __call__(self, samples: list[Sample], starts: list[str]) -> list[str]:
-        keys = [(s.id, self.prompt(s), start) for s, start in zip(samples, starts, strict=True)]
+        keys = [(s.id, prompt_digest(self.prompt(s)), start)
+                for s, start in zip(samples, starts, strict=True)]  # fmt: skip
         missing = [i for i, key in enumerate(keys) if key not in self.replies]
         if missing:
             said = self.speaker([samples[i] for i in missing], [starts[i] for i in missing])
@@ -560,6 +567,7 @@ class RecordedSpeaker:
         return [self.replies[key] for key in keys]
 
     def save(self, path: Path) -> None:
+        """Write every reply heard or read (the prompt by its digest, `prompt_digest`)."""
         rows = [{"id": i, "prompt": p, "start": s, "reply": r}
                 for (i, p, s), r in self.replies.items()]  # fmt: skip
         path.write_text(json.dumps({"replies": rows}, indent=0) + "\n", encoding="utf-8")
