@@ -251,3 +251,33 @@ def test_bad_option_is_named():
         ReplicateConfig(sft_answer_weight=0)
     with pytest.raises(ValueError, match="--align"):
         ReplicateConfig(policy="some/folder", align=True)
+
+
+def test_the_shipped_words_are_the_default_sfts_own(tmp_path):
+    """The shipped eye's recorded words answer every question the default SFT asks base
+    nano (a change of scripts, pool, seed or prompt that asks anything new needs new
+    shipped words: a full run's sft/words.json, docs/REPLICATION.md), and a run with
+    another eye speaks itself."""
+    from mmsr.demo import sft_config
+    from mmsr.eval.samples import load_eval_samples
+    from mmsr.rollout.prompts import first_turn_text
+    from mmsr.train.sft import RecordedSpeaker, world_sft_scripts
+
+    config = ReplicateConfig(out=str(tmp_path))
+    console = Console(quiet=True)
+    eye = replicate_run.eye_stage(config, tmp_path / "eye", console, {})
+    words = replicate_run.shipped_words(eye, console)
+    assert words is not None
+    sft = sft_config(config, tmp_path / "sft", words=words)
+
+    def unrecorded(samples, starts):
+        raise AssertionError(f"not in the shipped words: {samples[0].id} {starts[0]!r}")
+
+    speaker = RecordedSpeaker(
+        unrecorded, lambda s: first_turn_text(s.question, sft.engine.limits), sft.words
+    )
+    world_sft_scripts(load_eval_samples(sft.data), sft.n_trajectories, sft.p_direct,
+                      sft.run.seed, speaker)  # fmt: skip
+    assert speaker.reused > 3 * sft.n_trajectories and speaker.spoken == 0
+    other = {**eye, "params": {**eye["params"], "eye": "another"}}
+    assert replicate_run.shipped_words(other, console) is None
