@@ -21,12 +21,9 @@ import time
 import warnings
 
 import torch
+from rollout_setup import add_rollout_options, load_rollout_inputs
 
-from mmsr.eval.samples import load_eval_samples
-from mmsr.models.loading import load_policy
 from mmsr.rollout.engine import EngineConfig, RolloutEngine
-from mmsr.search.config import SearchConfig
-from mmsr.search.tools import make_tools
 from mmsr.train.config import GRPOOptions, ModelOptions, OptimOptions
 from mmsr.train.grpo import grpo_update
 from mmsr.train.lora import prepare_trainable
@@ -37,24 +34,13 @@ warnings.filterwarnings("ignore", message="Palette images")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="nano", help='"nano" or a checkpoint folder')
-    parser.add_argument("--data", default="world:train", help="world:<split> or FVQA parquet")
-    parser.add_argument("--questions", type=int, default=4)
-    parser.add_argument("--n", type=int, default=4, help="rollouts per question")
+    add_rollout_options(parser, repeats=2)
     parser.add_argument("--micro-batch", type=int, default=16, help="rows per forward at most")
     parser.add_argument("--tokens", type=int, default=8192, help="the padded-token cap")
-    parser.add_argument("--freeze-layers", type=int, default=22)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
-    if args.tokens < 1 or args.repeats < 1:
-        raise SystemExit("--tokens and --repeats must be >= 1")
-
-    policy = load_policy(args.model, device="cpu")
-    tools = make_tools(SearchConfig(cache=False))
-    if args.threads:  # after the tools: building a search index wants every core
-        torch.set_num_threads(args.threads)
-    samples = load_eval_samples(args.data)[: args.questions]
+    if args.tokens < 1:
+        raise SystemExit("--tokens must be >= 1")
+    policy, tools, samples = load_rollout_inputs(args)
     config = EngineConfig(max_new_tokens=96, max_total_tokens=2048, batch_size=16)
     started = time.perf_counter()
     trajectories = RolloutEngine(policy, tools, config).rollout(samples, n=args.n, seed=1)

@@ -23,12 +23,9 @@ import time
 import warnings
 
 import torch
+from rollout_setup import add_rollout_options, load_rollout_inputs
 
-from mmsr.eval.samples import load_eval_samples
-from mmsr.models.loading import load_policy
 from mmsr.rollout.engine import EngineConfig, RolloutEngine
-from mmsr.search.config import SearchConfig
-from mmsr.search.tools import make_tools
 from mmsr.train.config import GRPOOptions, ModelOptions, OptimOptions, SFTConfig
 from mmsr.train.grpo import grpo_update
 from mmsr.train.lora import prepare_trainable
@@ -41,23 +38,10 @@ warnings.filterwarnings("ignore", message="Palette images")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="nano", help='"nano" or a checkpoint folder')
-    parser.add_argument("--data", default="world:train", help="world:<split> or FVQA parquet")
-    parser.add_argument("--questions", type=int, default=4)
-    parser.add_argument("--n", type=int, default=4, help="rollouts per question")
-    parser.add_argument("--freeze-layers", type=int, default=22)
+    add_rollout_options(parser, repeats=3)
     parser.add_argument("--matmul-dtype", default="bf16", choices=("bf16", "fp32"))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
-    if args.repeats < 1 or args.freeze_layers < 1:
-        raise SystemExit("--repeats and --freeze-layers must be >= 1")
-
-    policy = load_policy(args.model, device="cpu")
-    tools = make_tools(SearchConfig(cache=False))
-    if args.threads:  # after the tools: building a search index wants every core
-        torch.set_num_threads(args.threads)
-    samples = load_eval_samples(args.data)[: args.questions]
+    policy, tools, samples = load_rollout_inputs(args)
     reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
     options = ModelOptions(freeze_layers=args.freeze_layers, matmul_dtype=args.matmul_dtype)
     model = prepare_trainable(policy.model, options)
