@@ -1,24 +1,27 @@
 """The one config of the nano replication (`bench/replicate_nano.py`).
 
-Default sizes are chosen for about 2 hours on 2 CPU cores with the search indexes already
-built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in the run of
-2026-12-06 (docs/RESULTS.md, "The replication with its ablations"; bf16 matmuls):
+Default sizes are chosen for under 2 hours on 2 CPU cores with the search indexes already
+built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in the fresh
+run of 2026-12-06, stop 26 (docs/RESULTS.md, "The replication in under 2 hours"; bf16
+matmuls):
 
 - balance: the preliminary model answers each pooled question `balance_k` times without
   search, batched: world:test, all 402 questions, ~9 min; world:train, 512 of its 1,389,
   ~10 min. Nano knows few answers (~4% of the questions are search_free), so the pools
   must be large for a balanced set of a few dozen. The default sets ship in
   `mmsr/replicate/sets/` and are copied when the options and the eye match (`rebalance`);
-- SFT: nano states what it knows for 480 questions (~7 min), the scripts are replayed
-  with the tools (2 s), then 40 steps of 8 trajectories (~22 s each): 23 min (41 min in
-  fp32 with the test suite beside it);
-- GRPO: 16 steps x 4 questions x 4 rollouts, 14-29 min a run (it follows how much nano
-  searches: ~1.8 min a step when it always does, ~35 s when it rarely does): three runs
-  (main, no penalty, unbalanced);
-- evaluation on the balanced test set (38 questions): 12 runs, ~28 min (RAG modes 4-5
-  min each, on-demand 1-3 min, direct ~40 s).
-So about 2 hours with the shipped sets and bf16 matmuls (`matmul_dtype` 'auto' on a CPU
-with bf16 units; in fp32 ~2 h 45 min), docs/REPLICATION.md; rebalancing adds ~20 min.
+- SFT: nano states what it knows for 480 questions (~7 min; its words ship in
+  `sets/sft-words/` and are read back with the shipped eye), the scripts are replayed
+  with the tools (2 s), then 80 steps of 8 trajectories: ~23 s a step over the first
+  pass, ~13 s a step later (the frozen layers' output is replayed): 22 min;
+- GRPO: 16 steps x 4 questions x 4 rollouts, 18-23 min a run (it follows how much nano
+  searches: ~1.8 min a step when it always does): three runs (main, no penalty,
+  unbalanced);
+- evaluation on the balanced test set (38 questions): 12 runs, ~26 min (RAG modes 3.5
+  min each, on-demand 1-3.5 min, direct ~1 min).
+So about 1 h 55 min with the shipped sets and words and bf16 matmuls (`matmul_dtype`
+'auto' on a CPU with bf16 units; fp32 is much slower), docs/REPLICATION.md; rebalancing
+adds ~20 min, speaking ~7 min.
 
 `quick()` gives sizes that run in a few minutes (a wiring check, not a result).
 """
