@@ -2,8 +2,8 @@
 
 Default sizes are chosen for under 2 hours on 2 CPU cores with the search indexes already
 built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in the fresh
-run of 2026-12-06, stop 26 (docs/RESULTS.md, "The replication in under 2 hours"; bf16
-matmuls):
+run of 2026-12-06, stop 26 (docs/RESULTS.md, "The replication with 80 SFT steps by
+default, shipped words and replayed frozen layers"; bf16 matmuls):
 
 - balance: the preliminary model answers each pooled question `balance_k` times without
   search, batched: world:test, all 402 questions, ~9 min; world:train, 512 of its 1,389,
@@ -19,9 +19,10 @@ matmuls):
   unbalanced);
 - evaluation on the balanced test set (38 questions): 12 runs, ~26 min (RAG modes 3.5
   min each, on-demand 1-3.5 min, direct ~1 min).
-So about 1 h 55 min with the shipped sets and words and bf16 matmuls (`matmul_dtype`
-'auto' on a CPU with bf16 units; fp32 is much slower), docs/REPLICATION.md; rebalancing
-adds ~20 min, speaking ~7 min.
+So about 2 h 0 min with the shipped sets and words and bf16 matmuls (`matmul_dtype`
+'auto' on a CPU with bf16 units; fp32 is much slower), added up from stages timed alone:
+no clean end-to-end total yet (docs/REPLICATION.md); rebalancing adds ~20 min, speaking
+~7 min.
 
 `quick()` gives sizes that run in a few minutes (a wiring check, not a result).
 """

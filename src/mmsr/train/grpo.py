@@ -200,7 +200,7 @@ def grpo_update(
                 logp, entropy = token_logprobs(
                     model, batch, temperature, with_entropy=True, where=batch.loss_mask
                 )
-            if trunk is not None and cache is not None and refs[index] is None:
+            if trunk is not None and refs[index] is None:  # trunk implies the cache
                 lengths = [trajectories[i].length for i in chunk]
                 trunk.recorded = cache.padded(chunk, lengths, logp.device)
                 with trunk.replay():
