@@ -46,15 +46,16 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     text = console.export_text()
     assert "Balance world:test" in text and "GRPO no-penalty" in text and "Results" in text
     ran = statuses(results)
-    assert set(ran.values()) == {"ran"} and len(ran) == 3 + 2 + 1 + 3 + 12
+    assert set(ran.values()) == {"ran"} and len(ran) == 3 + 2 + 1 + 3 + 10
+    # the training stages ran in fresh processes, which wrote their models here
+    assert "in a fresh process" in text
+    assert all((out / stage / "final").is_dir() for stage in ("sft", "grpo-main"))
     # every model x mode of the plan was evaluated on the balanced test set
     assert {m: sorted(v) for m, v in results["evals"].items()} == {
-        "sft": ["direct", "ondemand", "rag", "rag-model"],
-        "main": ["direct", "ondemand", "rag", "rag-model"],
+        "sft": ["direct", "ondemand", "rag-model"], "main": ["direct", "ondemand", "rag-model"],
         "no-penalty": ["direct", "ondemand"], "unbalanced": ["direct", "ondemand"],
     }  # fmt: skip
-    for rag in ("rag", "rag-model"):  # the RAG workflow always searches
-        assert results["evals"]["main"][rag]["sr"] == 1.0
+    assert results["evals"]["main"]["rag-model"]["sr"] == 1.0  # the RAG workflow searches
     balance = results["balance"]
     assert balance["test"]["input"] == 3 and balance["train"]["input"] == 4
     assert balance["train"]["unbalanced"]["output"] == balance["train"]["output"]
@@ -107,6 +108,22 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert all(redo[n] == "ran" for n in redo if n.startswith(("SFT", "GRPO", "Evaluate")))
     resolved = yaml.safe_load((out / "sft" / "config.yaml").read_text())
     assert resolved["answer_weight"] == 3.0
+
+
+def test_the_question_as_query_rag_is_evaluated_on_request():
+    plain = replicate_run.evaluation_plan(ablations=False)
+    both = replicate_run.evaluation_plan(ablations=False, rag_question=True)
+    assert set(both) - set(plain) == {("sft", "rag"), ("main", "rag")}
+    assert ("main", "rag-model") in plain and len(plain) == 6
+
+
+def test_a_failing_training_stage_fails_the_replication_from_its_fresh_process(tmp_path):
+    config = ReplicateConfig(out=str(tmp_path), search_config="none")
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        replicate_run.training_stage(
+            replicate_run.sft_stage, config, (tmp_path / "sft", {"k": 1}), None,
+            Console(quiet=True), {"status": "ran"}, start=str(tmp_path / "no-such-model"),
+        )  # fmt: skip
 
 
 def test_search_payoff_counts_right_rollouts_searched_or_not(tmp_path):

@@ -115,6 +115,17 @@ class ReplicateConfig:
     in fp32; 'auto': bf16 where the device multiplies bf16 in hardware, else fp32."""
     ablations: bool = True
     """Also run the ablations: GRPO without search penalty, GRPO on unbalanced data."""
+    rag_question: bool = False
+    """Also evaluate the SFT and main models in a second RAG variant whose text query is
+    the question itself (retrieve-then-read). Off by default: the questions never name
+    the country, so it found the answer for 2 of 38 (5.3%) against 34-37% for the paper's
+    workflow, where the model writes the query after the image results (`rag-model`),
+    and it cost ~7 of the 2 hours."""
+    fresh_processes: bool = True
+    """Run each training stage (SFT, every GRPO run) in a fresh Python process, so that
+    its memory goes back to the system before the next stage: the process of stop 26's
+    run held 14 GB after them, and its evaluations ran ~30% slower than in a fresh
+    process (3 min 26 s against 4 min 52 s for the same SFT RAG run)."""
     search_config: str | None = None
     """Search config YAML (None: the local world backends; 'none': no tools)."""
     seed: int = 0

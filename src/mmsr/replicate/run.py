@@ -130,8 +130,9 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         sft_params["answer_weight"] = config.sft_answer_weight
     words = shipped_words(eye, console)
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
-        sft = sft_stage(config, out / "sft", sft_params, tools, console, state, start=base,
-                        answer_weight=config.sft_answer_weight, words=words)  # fmt: skip
+        sft = training_stage(sft_stage, config, (out / "sft", sft_params), tools, console,
+                             state, start=base, answer_weight=config.sft_answer_weight,
+                             words=words)  # fmt: skip
     number += 1
 
     train = balance["train"]
@@ -148,8 +149,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "temperature": config.grpo_temperature, **precision_param(config)}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
-            runs[name] = {"params": params, **grpo_stage(
-                config, out / name, sft["model"], params, tools, console, state,
+            runs[name] = {"params": params, **training_stage(
+                grpo_stage, config, (out / name, sft["model"], params), tools, console, state,
                 data=data, search_penalty=penalty, lr=config.grpo_lr,
                 temperature=config.grpo_temperature,
             )}  # fmt: skip
@@ -160,7 +161,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
     }}  # fmt: skip
     test = balance["test"]
     evals: dict[str, dict[str, Any]] = {}
-    for model, mode in evaluation_plan(config.ablations):
+    for model, mode in evaluation_plan(config.ablations, config.rag_question):
         path, params = models[model]
         eval_params = {"model": params, "data": test["params"], "mode": mode,
                        "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
@@ -185,9 +186,48 @@ def precision_param(config: ReplicateConfig) -> dict[str, str]:
     return {} if matmul == "fp32" else {"matmul": matmul}
 
 
-# The RAG baseline twice: text query = the question (retrieve-then-read), and written by
-# the model after the image results ("rag-model"); targets compare with the stronger one.
-EVAL_MODES = ("direct", "rag", "rag-model", "ondemand")
+def training_stage(stage, config: ReplicateConfig, args: tuple, tools, console: Console,
+                   state: dict[str, str], **recipe) -> dict[str, Any]:
+    """`stage(config, *args, tools, console, state, **recipe)` (`sft_stage`, `grpo_stage`),
+    in a fresh Python process when `config.fresh_processes` and the stage has work to do:
+    the child loads its own search tools (seconds) and returns the stage's record; a
+    stage it cannot start or that fails raises here."""
+    folder, params = args[0], args[-1]
+    if not config.fresh_processes or reusable(folder, params) is not None:
+        return stage(config, *args, tools, console, state, **recipe)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    console.print("[dim]in a fresh process (its memory goes back to the system after)[/]")
+    spawn = multiprocessing.get_context("spawn")  # no fork: the parent holds torch threads
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+        job = child.submit(_run_stage_in_child, stage.__name__, config, args, recipe,
+                           torch.get_num_threads())  # fmt: skip
+        return job.result()
+
+
+def _run_stage_in_child(name: str, config: ReplicateConfig, args: tuple, recipe: dict,
+                        threads: int) -> dict[str, Any]:  # fmt: skip
+    import torch
+
+    from mmsr import demo
+
+    torch.set_num_threads(threads)
+    console = Console()
+    tools = build_tools(config.search_config, console)
+    try:
+        return getattr(demo, name)(config, *args, tools, console, {"status": "ran"}, **recipe)
+    finally:
+        if tools is not None:
+            tools.close()
+
+
+# The RAG baseline of the paper: image search, then a text query written by the model after
+# the image results ("rag-model"). `rag_question` adds the variant whose text query is the
+# question (retrieve-then-read, "rag"); targets compare with the stronger one.
+EVAL_MODES = ("direct", "rag-model", "ondemand")
 
 
 def eval_spec(data: str, mode: str) -> EvalSpec:
@@ -201,12 +241,13 @@ def eval_spec(data: str, mode: str) -> EvalSpec:
     return EvalSpec(data, mode=mode)
 
 
-def evaluation_plan(ablations: bool) -> list[tuple[str, str]]:
+def evaluation_plan(ablations: bool, rag_question: bool = False) -> list[tuple[str, str]]:
     """(model, mode) pairs evaluated on the balanced test set. The SFT model's on-demand run
     is also the SFT-only ablation. The ablations run on demand for their targets and
     directly (~35 s each) so that their search decisions can be told apart from the main
     model's (`mmsr.eval.decisions`: where they searched against what they know)."""
-    plan = [(model, mode) for model in ("sft", "main") for mode in EVAL_MODES]
+    modes = ("direct", "rag", "rag-model", "ondemand") if rag_question else EVAL_MODES
+    plan = [(model, mode) for model in ("sft", "main") for mode in modes]
     if ablations:
         plan += [(model, mode) for model in ("no-penalty", "unbalanced")
                  for mode in ("direct", "ondemand")]  # fmt: skip
