@@ -186,8 +186,15 @@ def precision_param(config: ReplicateConfig) -> dict[str, str]:
     return {} if matmul == "fp32" else {"matmul": matmul}
 
 
-def training_stage(stage, config: ReplicateConfig, args: tuple, tools, console: Console,
-                   state: dict[str, str], **recipe) -> dict[str, Any]:
+def training_stage(
+    stage,
+    config: ReplicateConfig,
+    args: tuple,
+    tools,
+    console: Console,
+    state: dict[str, str],
+    **recipe,
+) -> dict[str, Any]:
     """`stage(config, *args, tools, console, state, **recipe)` (`sft_stage`, `grpo_stage`),
     in a fresh Python process when `config.fresh_processes` and the stage has work to do:
     the child loads its own search tools (seconds) and returns the stage's record; a
