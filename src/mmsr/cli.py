@@ -296,6 +296,11 @@ def eval_(
     temperature: float = typer.Option(0.0, help="0 = greedy."),
     batch_size: int = typer.Option(8, help="Questions rolled out at once."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    sample_dtype: str = typer.Option(
+        "fp32",
+        help="Weights the rollouts run on: fp32 | bf16 (a bf16 copy; LM head and log-probs "
+        "fp32) | auto (bf16 where the device multiplies bf16 in hardware).",
+    ),
     search_config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
     device: str = typer.Option(None, help="cpu | cuda (default: GPU if any)."),
     from_run: Path = typer.Option(
@@ -321,6 +326,7 @@ def eval_(
             batch_size=batch_size,
             rag_query=rag_query,
             rag_reasoning=rag_reasoning,
+            sample_dtype=sample_dtype,
             match=match,
         )
         judge_options = JudgeOptions(judge, judge_url, judge_model, judge_key_env, judge_on_error)
@@ -360,22 +366,25 @@ def decisions_command(
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Did the model search when it needed to? Crosses an on-demand run with a direct run:
-    known questions searched (wasted) or answered, unknown ones searched or missed."""
+    known questions searched (wasted) or answered, unknown ones searched or missed; then
+    the on-demand run's right answers by the searches each question made (`paths`)."""
     from rich.markdown import Markdown
 
-    from mmsr.eval.decisions import render_decisions, search_decisions
+    from mmsr.eval.decisions import render_decisions, render_paths, search_decisions, search_paths
     from mmsr.eval.run import read_run_records
 
     try:
-        decisions = search_decisions(
-            read_run_records(direct, "--direct"), read_run_records(ondemand, "--ondemand")
-        )
+        knew = read_run_records(direct, "--direct")
+        chose = read_run_records(ondemand, "--ondemand")
+        decisions = search_decisions(knew, chose)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
+    decisions["paths"] = search_paths(chose)
     if as_json:
         _print_json(decisions)
         return
-    console.print(Markdown("\n".join(render_decisions(decisions))))
+    paths = render_paths({"on demand": decisions["paths"]})
+    console.print(Markdown("\n".join([*render_decisions(decisions), "", *paths])))
 
 
 @data_app.command("balance")

@@ -85,6 +85,11 @@ class DemoConfig:
     matmul_dtype: str = "fp32"
     """'bf16': SFT's and GRPO's updates multiply in bf16 (torch.autocast; weights stay fp32);
     'auto': bf16 where the device multiplies bf16 in hardware; 'fp32': all in fp32."""
+    sample_dtype: str = "fp32"
+    """'bf16': rollouts and evaluations run on a bf16 copy of the policy's weights (the LM
+    head and log-probs stay fp32; `EngineConfig.sample_dtype`), ~1.3x faster on a CPU with
+    bf16 units; 'auto': bf16 where the device multiplies bf16 in hardware; 'fp32': the
+    policy itself."""
     search_config: str | None = None
     """Search config YAML (None: the local world backends; 'none': no tools)."""
     seed: int = 0
@@ -99,6 +104,7 @@ class DemoConfig:
                                 "prompts_per_step", "group_size", "eval_questions",
                                 "max_new_tokens"))  # fmt: skip
         check_matmul_dtype(self.matmul_dtype)
+        check_matmul_dtype(self.sample_dtype, "--sample-dtype")
 
 
 # ------------------------------------------------------------------------- the demo
@@ -137,7 +143,8 @@ def run_demo(config: DemoConfig | None = None, console: Console | None = None) -
         with stages.stage(4, "SFT warm-start (the tag format)") as state:
             sft = sft_stage(config, out / "sft", sft_params, tools, console, state)
         eval_params = {"data": config.eval_data, "n": config.eval_questions,
-                       "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
+                       "max_new_tokens": config.max_new_tokens, "seed": config.seed,
+                       **sampling_param(config)}  # fmt: skip
         evaluation = EvalSpec(config.eval_data, config.eval_questions, shuffle_seed=config.seed)
         with stages.stage(5, "Evaluate the SFT policy") as state:
             eval_sft = eval_stage(
@@ -146,7 +153,8 @@ def run_demo(config: DemoConfig | None = None, console: Console | None = None) -
             )  # fmt: skip
         grpo_params = {"start": sft_params, "steps": config.grpo_steps,
                        "prompts": config.prompts_per_step, "group": config.group_size,
-                       "max_new_tokens": config.max_new_tokens}  # fmt: skip
+                       "max_new_tokens": config.max_new_tokens,
+                       **sampling_param(config)}  # fmt: skip
         with stages.stage(6, "GRPO (learning when to search)") as state:
             grpo = grpo_stage(
                 config, out / "grpo", sft["model"], grpo_params, tools, console, state
@@ -238,6 +246,17 @@ def build_tools(search_config: str | None, console: Console):
     return tools
 
 
+def sampling_param(config) -> dict[str, str]:
+    """A stage key's part for the rollouts' weights dtype (`sample_dtype`, 'auto' resolved
+    on this machine): none for fp32, so the stages of runs made before the option existed
+    are still reused."""
+    from mmsr.models.policy import resolve_device
+    from mmsr.models.precision import resolve_matmul_dtype
+
+    dtype = resolve_matmul_dtype(config.sample_dtype, resolve_device(config.device))
+    return {} if dtype == "fp32" else {"sample_dtype": dtype}
+
+
 def load(path: str, config, console: Console):
     from mmsr.models.loading import load_policy
 
@@ -324,6 +343,7 @@ def eval_stage(
         batch_size=8,
         rag_query=spec.rag_query,
         rag_reasoning=spec.rag_reasoning,
+        sample_dtype=config.sample_dtype,
     )
     console.print(f"{len(samples)} questions of {spec.data}, {spec.mode} mode, greedy")
     policy = load(model, config, console)
@@ -394,6 +414,7 @@ def grpo_config(
             preset.engine,
             max_new_tokens=config.max_new_tokens,
             temperature=preset.engine.temperature if temperature is None else temperature,
+            sample_dtype=config.sample_dtype,
         ),
         run=_run_options(config, preset.run, folder, tensorboard=False, save_every=2),
     )

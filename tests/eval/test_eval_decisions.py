@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mmsr.cli import app
-from mmsr.eval.decisions import render_decisions, search_decisions
+from mmsr.eval.decisions import render_decisions, render_paths, search_decisions, search_paths
 from mmsr.eval.modes import EvalConfig
 from mmsr.eval.run import judge_and_measure, write_run
 
@@ -52,6 +52,25 @@ def test_cells_and_summary_by_hand(runs):
     assert "60.0% of 5" in text
 
 
+def test_search_paths_count_each_route_and_its_right_answers(runs, make_record):
+    _, ondemand = runs
+    reversed_order = make_record("f", "Paris", n_image=1, n_text=1)
+    reversed_order.trajectory = {"tool_calls": [{"kind": "text_search"},
+                                                {"kind": "image_search"}]}  # fmt: skip
+    paths = search_paths([*ondemand, reversed_order])
+    assert paths == {
+        "none": {"n": 2, "right": 1},
+        "image": {"n": 1, "right": 0},
+        "image, text": {"n": 1, "right": 0},
+        "text": {"n": 1, "right": 1},
+        "text, image": {"n": 1, "right": 1},
+    }
+    assert list(paths)[0] == "none"  # the most common first
+    table = render_paths({"m": paths, "k": search_paths(ondemand[:1])}, {"m": "Model"})
+    assert table[0] == "| searches made | Model | k |"
+    assert "| none | 1 of 2 | 1 of 1 |" in table and "| text, image | 1 of 1 | - |" in table
+
+
 def test_mismatched_runs_are_refused(runs, make_record):
     direct, ondemand = runs
     with pytest.raises(ValueError, match=r"differ in 1 question\(s\) \(e\)"):
@@ -73,12 +92,15 @@ def test_cli_reads_saved_runs(runs, tmp_path):
          "--ondemand", str(tmp_path / "ondemand" / "trajectories.jsonl"), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["cells"]["unknown_searched"] == {"n": 2, "right": 1}
+    counts = json.loads(result.stdout)
+    assert counts["cells"]["unknown_searched"] == {"n": 2, "right": 1}
+    assert counts["paths"]["image, text"] == {"n": 1, "right": 0}
     table = runner.invoke(
         app, ["decisions", "--direct", str(tmp_path / "direct"),
               "--ondemand", str(tmp_path / "ondemand")],
     )  # fmt: skip
     assert table.exit_code == 0 and "Right search decisions" in table.output
+    assert "searches made" in table.output and "image, text" in table.output
     missing = runner.invoke(
         app, ["decisions", "--direct", str(tmp_path / "nope"), "--ondemand", str(tmp_path)]
     )

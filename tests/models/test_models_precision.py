@@ -91,3 +91,24 @@ def test_the_replication_keys_its_training_stages_by_the_resolved_dtype(monkeypa
     assert precision_param(ReplicateConfig(device="cpu", matmul_dtype="fp32")) == {}
     with pytest.raises(ValueError, match="'half'"):
         ReplicateConfig(matmul_dtype="half")
+
+
+def test_the_sampling_copy_is_bf16_and_follows_the_models_weights():
+    from mmsr.models.precision import sampling_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    assert sampling_model(model, "fp32", "cpu") is model
+    twin = sampling_model(model, "bf16", "cpu")
+    assert twin is not model and {p.dtype for p in twin.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in twin.parameters())
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # an optimizer step
+    assert not torch.equal(twin[0].weight.float(), model[0].weight.to(torch.bfloat16).float())
+    again = sampling_model(model, "bf16", "cpu")  # the same copy, brought up to date
+    assert again is twin
+    torch.testing.assert_close(twin[0].weight, model[0].weight.to(torch.bfloat16))
+    assert model[0].weight.dtype == torch.float32  # the model itself is untouched
+    native = copy.deepcopy(model).to(torch.bfloat16)
+    assert sampling_model(native, "bf16", "cpu") is native  # already bf16: its own sampler
+    with pytest.raises(ValueError, match="--sample-dtype 'fp16'"):
+        check_matmul_dtype("fp16", "--sample-dtype")

@@ -79,6 +79,9 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
         saved["evals"]["main"]["direct"]["acc"]
     )
     assert "Right search decisions" in markdown
+    assert set(saved["search_paths"]) == set(saved["search_decisions"])
+    n_paths = sum(c["n"] for c in saved["search_paths"]["main"].values())
+    assert n_paths == balance["test"]["output"] and "## Search paths" in markdown
     for target in saved["targets"]:
         assert target["name"] in markdown
     for plot in ("grpo_curves", "behaviour", "correct_no_search", "search_by_category"):

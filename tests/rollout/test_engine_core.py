@@ -23,6 +23,7 @@ from mmsr.rollout.engine import (
     _shared_prompts,
 )
 from mmsr.rollout.logprobs import token_logprobs
+from mmsr.train.lora import language_layers
 from mmsr.world.load import load_world
 
 pytestmark = pytest.mark.filterwarnings("ignore:Palette images")
@@ -304,3 +305,41 @@ def test_only_identical_fresh_prompts_are_shared():
     firsts, source = _shared_prompts(rows)
     assert firsts == [rows[0], rows[2], rows[3], rows[4]]
     assert source == [0, 0, 1, 2, 3, 1]
+
+
+def test_bf16_sampling_runs_a_bf16_copy_and_keeps_fp32_logprobs(tiny_policy, fakes):
+    """A bf16 sampler: the policy stays fp32, trajectories are complete, their old_logp are
+    fp32 log-probs close to the fp32 policy's own, the recorded trunk is fp32, and
+    `refresh` brings the copy up to date after the policy's weights change."""
+    forcer = _forcer(tiny_policy, rows={(0, 0)})
+    engine = RolloutEngine(tiny_policy, fakes.make_test_tools(), _config(sample_dtype="bf16"),
+                           forcer=forcer, record_trunk=1)  # fmt: skip
+    assert engine.sampler is not tiny_policy.model
+    assert next(engine.sampler.parameters()).dtype == torch.bfloat16
+    assert tiny_policy.dtype == torch.float32
+    trajectories = engine.rollout(_samples(2), n=2, seed=3)
+    assert trajectories[0].n_image_search == 1 and all(t.turns for t in trajectories)
+    batch = collate(trajectories, pad_id=tiny_policy.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        exact, _ = token_logprobs(tiny_policy.model, batch)
+    mask = batch.loss_mask.bool()
+    assert batch.old_logp.dtype == torch.float32
+    gap = (exact[mask] - batch.old_logp[mask]).abs()
+    assert 0 < float(gap.max()) < 0.5 and float(gap.mean()) < 0.05  # bf16 rounding only
+    assert all(t.trunk.dtype == torch.float32 for t in trajectories)
+
+    head = tiny_policy.model.lm_head.weight
+    layer = language_layers(tiny_policy.model)[0].mlp.down_proj.weight
+    saved = layer.detach().clone()
+    try:
+        with torch.no_grad():
+            layer.mul_(2.0)
+        copy = language_layers(engine.sampler)[0].mlp.down_proj.weight
+        assert not torch.equal(copy, layer.to(torch.bfloat16))
+        engine.refresh()
+        torch.testing.assert_close(copy, layer.to(torch.bfloat16))
+        assert engine.sampler.lm_head.weight.dtype == torch.bfloat16 and head.dtype == torch.float32
+    finally:
+        with torch.no_grad():
+            layer.copy_(saved)
+        engine.refresh()

@@ -123,6 +123,31 @@ def test_lora_run_saves_a_merged_final_model(tiny_policy, tmp_path):
     assert not any("lora" in name for name, _ in final.model.named_parameters())
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_bf16_sampling_follows_every_update(tiny_policy, tmp_path, lora):
+    """With `engine.sample_dtype` bf16 the rollouts sample from a bf16 copy, which holds
+    the trained weights after the run (its last update included); under LoRA, the
+    adapters (zero-initialised B) that the updates trained."""
+    from mmsr.models.precision import _SAMPLING_COPIES
+
+    config = tiny_config(tmp_path / "bf16", steps=2)
+    config.engine.sample_dtype = "bf16"
+    config.grpo.entropy_coef = 0.1  # a gradient even where every reward is the same
+    config.model.lora, config.model.lora_rank, config.model.freeze_layers = lora, 4, 1
+    policy = fresh(tiny_policy)
+    before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
+    train_grpo(config, policy=policy, samples=SAMPLES)
+    twin = dict(_SAMPLING_COPIES[policy.model].named_parameters())
+    if lora:  # the final model is merged in place; the copy still holds the adapters
+        adapters = [p for n, p in twin.items() if "lora_B" in n]
+        assert adapters and any(p.abs().sum() > 0 for p in adapters)
+        return
+    trained = [(n, p) for n, p in policy.model.named_parameters() if p.requires_grad]
+    assert trained and any(not torch.equal(before[n], p) for n, p in trained)
+    for name, param in trained:
+        torch.testing.assert_close(twin[name], param.detach().to(torch.bfloat16))
+
+
 def test_config_yaml_rejects_unknown_keys(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("grpo:\n  kl_coef: 0.0\n  klcoef: 1\n")

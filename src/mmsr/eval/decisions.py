@@ -15,6 +15,11 @@ This is the per-question form of the paper's knowledge-boundary claim: on-demand
 should beat direct answers because it searches exactly where the model would be wrong.
 `ceiling` is what on-demand would score with the same searches' success on
 `unknown_searched` but every known question answered directly.
+
+`search_paths` splits one run by the searches each answer followed ("none", "image",
+"text", "image, text", ...): which route pays. In the world a text search alone needs the
+model to name the flag's country itself, so its precision measures the model's confidence
+in its own eye.
 """
 
 from __future__ import annotations
@@ -79,6 +84,44 @@ def search_decisions(
         "missed_searches": cells["unknown_answered"]["n"],
         "ceiling": (known + cells["unknown_searched"]["right"]) / n,
     }
+
+
+def search_path(record: EvalRecord) -> str:
+    """The searches a question's trajectory made, in order ("image, text"), or "none"; a
+    record without its trajectory's calls lists its image searches first."""
+    calls = record.trajectory.get("tool_calls")
+    if calls:
+        kinds = [str(call.get("kind", "")).removesuffix("_search") for call in calls]
+    else:
+        kinds = ["image"] * record.n_image_search + ["text"] * record.n_text_search
+    return ", ".join(kinds) if kinds else "none"
+
+
+def search_paths(records: Sequence[EvalRecord]) -> dict[str, dict[str, int]]:
+    """{path: {"n", "right"}} over one run's questions, the most common path first."""
+    paths: dict[str, dict[str, int]] = {}
+    for record in records:
+        cell = paths.setdefault(search_path(record), {"n": 0, "right": 0})
+        cell["n"] += 1
+        cell["right"] += record.correct
+    return dict(sorted(paths.items(), key=lambda item: (-item[1]["n"], item[0])))
+
+
+def render_paths(paths_by_model: dict[str, dict[str, dict[str, int]]], labels=None) -> list[str]:
+    """Markdown table: one row per search path, one column per model ("right of n")."""
+    labels = labels or {}
+    models = list(paths_by_model)
+    every = sorted({p for paths in paths_by_model.values() for p in paths},
+                   key=lambda p: (p != "none", p.count(","), p))  # fmt: skip
+    lines = ["| searches made | " + " | ".join(labels.get(m, m) for m in models) + " |",
+             "| --- |" + " ---: |" * len(models)]  # fmt: skip
+    for path in every:
+        cells = []
+        for model in models:
+            cell = paths_by_model[model].get(path)
+            cells.append(f"{cell['right']} of {cell['n']}" if cell else "-")
+        lines.append(f"| {path} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render_decisions(decisions: dict[str, Any]) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from mmsr.data.record import Sample
 from mmsr.eval.records import MODES, EvalRecord, record_from_trajectory, sample_golds
+from mmsr.models.precision import check_matmul_dtype
 from mmsr.reward import RewardConfig, answer_matches
 from mmsr.rollout.protocol import SearchLimits
 
@@ -74,6 +75,10 @@ class EvalConfig:
     """rag mode: each turn's reasoning is our fixed text ("fixed"), or the model's own,
     after which only the action is forced ("model"; fairer to a model fine-tuned on its
     own wording, e.g. SFT nano, which otherwise reads our text as a cue to stop)."""
+    sample_dtype: str = "fp32"
+    """The weights the rollouts run on: "fp32" (the policy's own), "bf16" (a bf16 copy,
+    fp32 LM head; `EngineConfig.sample_dtype`) or "auto" (bf16 where the device
+    multiplies bf16 in hardware)."""
     match: str = "em"
     """Rule judge: "em" or "subem"."""
     fold_accents: bool = False
@@ -90,6 +95,7 @@ class EvalConfig:
             )
         if self.match not in ("em", "subem"):
             raise ValueError(f"--match {self.match!r} must be 'em' or 'subem'")
+        check_matmul_dtype(self.sample_dtype, "--sample-dtype")
 
     @property
     def limits(self) -> SearchLimits:
@@ -119,6 +125,7 @@ def engine_config(config: EvalConfig, **overrides: Any):
         "temperature": config.temperature if config.temperature > 0 else GREEDY_TEMPERATURE,
         "seed": config.seed,
         "batch_size": config.batch_size,
+        "sample_dtype": config.sample_dtype,
         **overrides,
     }
     return EngineConfig(**{k: v for k, v in values.items() if k in fields})

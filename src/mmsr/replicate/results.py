@@ -177,6 +177,7 @@ def write_results(results: dict[str, Any], out: Path, console: Console | None = 
         if (path := out / run / "rollouts.jsonl").is_file()
     }
     results["search_decisions"] = model_decisions(results["evals"], out / "eval")
+    results["search_paths"] = model_paths(results["evals"], out / "eval")
     results["plots"] = {k: str(v) for k, v in write_plots(results, out / "plots").items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str), "utf-8")
     (out / "results.md").write_text(render_markdown(results, out), encoding="utf-8")
@@ -201,6 +202,20 @@ def model_decisions(evals: dict[str, Any], eval_dir: Path) -> dict[str, dict[str
                     *(read_run_records(run, str(run)) for run in runs)
                 )
     return decisions
+
+
+def model_paths(evals: dict[str, Any], eval_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per model evaluated on demand: right / n per search path (`mmsr.eval.decisions.
+    search_paths`), from the saved run in `eval_dir/<model>-ondemand/`."""
+    from mmsr.eval.decisions import search_paths
+    from mmsr.eval.run import read_run_records
+
+    paths = {}
+    for model, modes in evals.items():
+        run = eval_dir / f"{model}-ondemand"
+        if "ondemand" in modes and (run / "trajectories.jsonl").is_file():
+            paths[model] = search_paths(read_run_records(run, str(run)))
+    return paths
 
 
 def search_payoff(rollouts: Path) -> dict[str, dict[str, list[int]]]:
@@ -273,6 +288,11 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
         lines += ["", "## Search decisions (on-demand run against the direct run)", ""]
         for model, counts in decisions.items():
             lines += [f"{MODEL_LABELS.get(model, model)}:", "", *render_decisions(counts), ""]
+    if paths := results.get("search_paths"):
+        from mmsr.eval.decisions import render_paths
+
+        lines += ["", "## Search paths (on demand): right answers of the questions that took "
+                  "each", "", *render_paths(paths, MODEL_LABELS)]  # fmt: skip
     lines += ["", "## Data (balanced with nano as the preliminary model)", ""]
     lines += ["| set | questions in | out | search_free | search_required | dropped unanswerable |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip

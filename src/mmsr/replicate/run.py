@@ -33,6 +33,7 @@ from mmsr.demo import (
     eval_stage,
     grpo_stage,
     load,
+    sampling_param,
     sft_stage,
     show_world,
 )
@@ -146,7 +147,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "steps": config.grpo_steps, "prompts": config.prompts_per_step,
                   "group": config.group_size, "max_new_tokens": config.max_new_tokens,
                   "search_penalty": penalty, "lr": config.grpo_lr,
-                  "temperature": config.grpo_temperature, **precision_param(config)}  # fmt: skip
+                  "temperature": config.grpo_temperature, **precision_param(config),
+                  **sampling_param(config)}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **training_stage(
@@ -164,7 +166,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
     for model, mode in evaluation_plan(config.ablations, config.rag_question):
         path, params = models[model]
         eval_params = {"model": params, "data": test["params"], "mode": mode,
-                       "max_new_tokens": config.max_new_tokens, "seed": config.seed}  # fmt: skip
+                       "max_new_tokens": config.max_new_tokens, "seed": config.seed,
+                       **sampling_param(config)}  # fmt: skip
         spec = eval_spec(test["balanced"], mode)
         if spec.mode == "rag":  # the workflow's forced text is part of the result
             eval_params["rag_actions"] = [text for text, _ in rag_actions("?", spec.rag_query)]

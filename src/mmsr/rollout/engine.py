@@ -47,6 +47,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from mmsr.models.generate import open_image, stop_token_ids
+from mmsr.models.precision import check_matmul_dtype, copy_weights, head_logits, sampling_model
 from mmsr.rollout import prompts
 from mmsr.rollout.images import FetchBytes, resolve_thumbnail
 from mmsr.rollout.protocol import (
@@ -108,6 +109,11 @@ class EngineConfig:
     overlap_tools: bool = True
     """Trajectories whose tool results are in join the running batch at once (False:
     they wait until every row of the running batch has ended its turn)."""
+    sample_dtype: str = "fp32"
+    """'bf16': the forwards run on a bf16 copy of the policy's weights
+    (`mmsr.models.precision.sampling_model`), while the LM head and the log-probs stay
+    fp32; 'auto': bf16 where the device multiplies bf16 in hardware, else fp32. A trainer
+    calls `RolloutEngine.refresh` after each update to bring the copy up to date."""
 
     @property
     def limits(self) -> SearchLimits:
@@ -124,6 +130,7 @@ class EngineConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_matmul_dtype(self.sample_dtype, "sample_dtype")
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,6 +388,8 @@ class RolloutEngine:
         self.forcer_reads_tokens = bool(getattr(forcer, "reads_tokens", False))
         model = policy.model
         self.model = model
+        # The forwards run here; the LM head stays the policy's own (fp32 log-probs).
+        self.sampler = sampling_model(model, self.config.sample_dtype, policy.device)
         self.tokenizer = policy.tokenizer
         self.image_processor = policy.processor.image_processor
         self.stops = set(stop_token_ids(policy))
@@ -403,6 +412,11 @@ class RolloutEngine:
         self.stats: dict[str, float] = {}
 
     # ----------------------------------------------------------------- public API
+    def refresh(self) -> None:
+        """Bring the bf16 sampling copy up to date with the policy's weights (after an
+        optimizer step); nothing to do when the policy samples itself."""
+        copy_weights(self.model, self.sampler)
+
     def rollout(
         self, samples: Sequence[Sample], n: int = 1, seed: int | None = None
     ) -> list[Trajectory]:
@@ -761,7 +775,7 @@ class RolloutEngine:
         def record(_module, _inputs, output):
             recorded.append(output[0] if isinstance(output, tuple) else output)
 
-        layer = language_layers(self.model)[self.record_trunk - 1]
+        layer = language_layers(self.sampler)[self.record_trunk - 1]
         handle = layer.register_forward_hook(record)
         try:
             yield recorded
@@ -804,8 +818,8 @@ class RolloutEngine:
     @torch.inference_mode()
     def _prefill_distinct(self, rows: list[_Conversation], reserve_rows: int = 0) -> _Batch:
         """`_prefill` without the sharing: every row is computed."""
-        model = self.model
-        device, dtype = self.policy.device, self.policy.dtype
+        model = self.sampler
+        device, dtype = self.policy.device, next(model.parameters()).dtype
         past_length = max(row.n_cached for row in rows)
         new_tokens = [row.ids[row.n_cached :] for row in rows]
         width = max(len(tokens) for tokens in new_tokens)
@@ -870,10 +884,10 @@ class RolloutEngine:
             ).last_hidden_state
         if recorded:
             for index, (row, tokens) in enumerate(zip(rows, new_tokens, strict=True)):
-                row.trunk.append(recorded[0][index, : len(tokens)].clone())
+                row.trunk.append(recorded[0][index, : len(tokens)].to(torch.float32, copy=True))
         last = torch.tensor([len(tokens) - 1 for tokens in new_tokens], device=device)
         last_hidden = hidden[torch.arange(size, device=device), last]
-        logits = model.lm_head(last_hidden).float()
+        logits = head_logits(self.model.lm_head, last_hidden)
         for row in rows:
             self.stats["prefill_tokens"] = self.stats.get("prefill_tokens", 0) + (
                 len(row.ids) - row.n_cached
@@ -1028,8 +1042,8 @@ class RolloutEngine:
         # trimmed away, and a row that attends to nothing would turn NaN. Rows never attend
         # to other slots, and a row placed in the slot later masks these columns out.
         with self._recording() as recorded:
-            hidden = self.model.model.language_model(
-                inputs_embeds=self.model.get_input_embeddings()(feed.to(device)),
+            hidden = self.sampler.model.language_model(
+                inputs_embeds=self.sampler.get_input_embeddings()(feed.to(device)),
                 attention_mask=batch.mask,
                 position_ids=feed_positions.to(device),
                 past_key_values=batch.cache,
@@ -1038,6 +1052,6 @@ class RolloutEngine:
         if recorded:  # the rows still in the batch are the ones fed
             for index, row in enumerate(batch.rows):
                 if row is not None:
-                    row.trunk.append(recorded[0][index, :1].clone())
-        batch.logits = self.model.lm_head(hidden[:, -1]).float()
+                    row.trunk.append(recorded[0][index, :1].to(torch.float32, copy=True))
+        batch.logits = head_logits(self.model.lm_head, hidden[:, -1])
         return ended

@@ -216,6 +216,7 @@ def grpo_step(
             pad_id=pad_id, temperature=config.engine.temperature,
             grad_clip=config.optim.grad_clip, ref_model=ref_model,
         )  # fmt: skip
+    engine.refresh()  # the next rollouts sample from the updated weights
     update_s = time.perf_counter() - update_started
     tokens = sum(t.length for t in trajectories)
     sampled = sum(t.n_sampled_tokens for t in trajectories)
