@@ -363,10 +363,11 @@ def sft_config(
     start: str | None = None,
     answer_weight: float = 1.0,
     words: str | None = None,
+    trust_own_name: bool = True,
 ):
     """The nano_sft_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the
-    policy at `start` (default `config.policy`); the replication sets its `answer_weight`
-    and the recorded `words` of the policy (`SFTConfig.words`)."""
+    policy at `start` (default `config.policy`); the replication sets its `answer_weight`,
+    the recorded `words` of the policy (`SFTConfig.words`) and `trust_own_name`."""
     from mmsr.train.config import SFTConfig, load_config
 
     preset = load_config(SFTConfig, "nano_sft_cpu")
@@ -377,6 +378,7 @@ def sft_config(
         batch_size=min(preset.batch_size, config.sft_trajectories),
         answer_weight=answer_weight,
         words=words,
+        trust_own_name=trust_own_name,
         search_config=config.search_config,
         model=_model_options(config, preset.model, start or config.policy),
         optim=_warm_up_within(preset.optim, config.sft_steps),

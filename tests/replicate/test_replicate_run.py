@@ -105,12 +105,13 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert all(more[n] == "ran" for n in more if n.startswith(("Evaluate main", "Evaluate no")))
 
     # an SFT option redoes SFT and all after it; the SFT run trains under it
-    weighted = tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2, sft_answer_weight=3.0)
+    weighted = tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2, sft_answer_weight=3.0,
+                           sft_trust_own_name=False)  # fmt: skip
     redo = statuses(run_replication(weighted, Console(quiet=True)))
     assert all(redo[n] == "reused" for n in redo if n.startswith("Balance"))
     assert all(redo[n] == "ran" for n in redo if n.startswith(("SFT", "GRPO", "Evaluate")))
     resolved = yaml.safe_load((out / "sft" / "config.yaml").read_text())
-    assert resolved["answer_weight"] == 3.0
+    assert resolved["answer_weight"] == 3.0 and resolved["trust_own_name"] is False
 
 
 def test_the_question_as_query_rag_is_evaluated_on_request():

@@ -355,6 +355,9 @@ def test_with_the_model_speaking_each_question_takes_the_plan_its_knowledge_call
     assert plan_from_knowledge(capital, OwnWords("X", "Nowhere"), right) == "text"
     assert plan_from_knowledge(capital, OwnWords("X", None), right) == "text"
     assert plan_from_knowledge(capital, OwnWords("X", capital.answer), "zz") == "image+text"
+    # not trusting its own name: a fact it does not know is looked up after an image search
+    assert plan_from_knowledge(capital, OwnWords("X", None), right, False) == "image+text"
+    assert plan_from_knowledge(capital, OwnWords("X", capital.answer), right, False) == "answer"
 
     # A fake model: names the flags of entities whose code starts a-m right, others
     # wrong; knows the facts of a-f.
@@ -382,6 +385,16 @@ def test_with_the_model_speaking_each_question_takes_the_plan_its_knowledge_call
                 f"{fact_start(sample, world.entity(sample.extra['entity']).name)} {sample.answer}."
             )
             assert script(0, []).endswith(f"{said}</reason><answer>{sample.answer}</answer>")
+
+    # not trusting its own name: no text plan; its draws search the image first, so the
+    # search plans keep their share
+    chosen, _, untrusted = world_sft_scripts(samples, 200, p_direct=0.3, seed=0,
+                                             speaker=speaker, trust_own_name=False)  # fmt: skip
+    assert "text" not in untrusted and 0.2 < untrusted.count("answer") / 200 < 0.4
+    assert 0.35 < untrusted.count("image+text") / 200 < 0.6  # expected 0.7 x 2/3
+    for sample, plan in zip(chosen, untrusted, strict=True):
+        if not is_flag_question(sample) and not knows(sample, "abcdef"):
+            assert plan == "image+text", sample.id
 
 
 def test_flag_and_attribute_questions_answer_at_once_equally_often(world_samples):

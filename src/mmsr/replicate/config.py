@@ -88,6 +88,12 @@ class ReplicateConfig:
     sft_answer_weight: float = 1.0
     """SFT loss weight of the answer tags' tokens (`SFTConfig.answer_weight`; 1: every
     sampled token alike)."""
+    sft_trust_own_name: bool = True
+    """SFT scripts look up the fact of a flag nano names right by a text search for its own
+    name (`SFTConfig.trust_own_name`); --no-sft-trust-own-name: after an image search.
+    In stop 26's run the GRPO model's text searches for its own name answered 1 of 7 test
+    questions right (it named 2 of the 7 flags right), while the no-penalty model's image
+    then text searches answered 20 of 28: the experiment for target 2 (docs/RESULTS.md)."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5

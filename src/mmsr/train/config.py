@@ -211,6 +211,11 @@ class SFTConfig:
     """Trajectories per optimizer step."""
     micro_batch_size: int = 4
     """Trajectories per forward/backward (gradient accumulation)."""
+    trust_own_name: bool = True
+    """World synthesis: a flag the model names right, with a fact it does not know, is
+    looked up by a text search for its own name ("text" plan); False: after an image
+    search, as for a flag it cannot name ("image+text"), since a model that names a flag
+    is not always right (`mmsr.train.sft.plan_from_knowledge`)."""
     answer_weight: float = 1.0
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it

@@ -184,7 +184,9 @@ class OwnWords:
     answer: str | None
 
 
-def plan_from_knowledge(sample: Sample, words: OwnWords, named: str | None) -> str:
+def plan_from_knowledge(
+    sample: Sample, words: OwnWords, named: str | None, trust_own_name: bool = True
+) -> str:
     """The plan a question's script follows, from what the model itself says about it
     (`words`; `named`: the entity its name denotes): it answers at once what it gets right
     on its own (the flag's name; and for an attribute question, the fact too, by exact
@@ -192,7 +194,12 @@ def plan_from_knowledge(sample: Sample, words: OwnWords, named: str | None) -> s
     and searches with the image a flag it cannot name (image, then text for a fact).
     Rejection sampling on the model's own answers: the search decision SFT teaches follows
     the model's knowledge, the knowledge itself stays the model's. Drawn at random instead
-    (v9, v10), nano's greedy decision ignored the question: always search, or never."""
+    (v9, v10), nano's greedy decision ignored the question: always search, or never.
+
+    `trust_own_name` False: a fact the model does not know is always looked up after an
+    image search (image+text), also for a flag it names right: SFT nano names test flags
+    right only about half the time it names one, so its text searches for its own name
+    paid in 3 of 12 test questions, image then text in 20 of 28 (docs/RESULTS.md)."""
     from mmsr.reward import RewardConfig, answer_matches
 
     knows_flag = named is not None and named == sample.extra.get("entity")
@@ -202,7 +209,9 @@ def plan_from_knowledge(sample: Sample, words: OwnWords, named: str | None) -> s
         return "image+text"
     golds = [sample.answer, *sample.aliases]
     knows_fact = words.answer is not None and answer_matches(words.answer, golds, RewardConfig())
-    return "answer" if knows_fact else "text"
+    if knows_fact:
+        return "answer"
+    return "text" if trust_own_name else "image+text"
 
 
 def fact_start(sample: Sample, name: str) -> str:
@@ -406,6 +415,7 @@ def world_sft_scripts(
     p_direct: float,
     seed: int,
     speaker: Speaker | None = None,
+    trust_own_name: bool = True,
 ) -> tuple[list[Sample], list[Any], list[str]]:
     """`n` (sample, script, plan) triples: a plan drawn at random (`choose_plan`: answer
     at once with `p_direct`, else one of the three search plans), then a question drawn
@@ -417,7 +427,11 @@ def world_sft_scripts(
     knowledge is those words. So SFT teaches the tags, and to search where the model's
     own answer is wrong, never a fact the model does not say itself (trained on gold
     names, nano learned to guess names from a prior: docs/RESULTS.md, "SFT and the
-    eye"). Without one, any question the plan fits, the gold words spoken."""
+    eye"). Without one, any question the plan fits, the gold words spoken.
+
+    `trust_own_name` False: no text search for the model's own name of the flag; the
+    scripts the "text" plan would have drawn search the image first ("image+text"), so the
+    search plans' share stays `choose_plan`'s (`plan_from_knowledge`)."""
     from mmsr.train.eye_eval import NameIndex
     from mmsr.world.load import load_world
 
@@ -441,7 +455,7 @@ def world_sft_scripts(
         pool = rng.sample(pool, min(len(pool), 3 * n))
         own = speak_own_words(speaker, pool, ["answer"] * len(pool), lambda t: bool(index.named(t)))
         known = [
-            plan_from_knowledge(s, w, index.named(w.name) if w.name else None)
+            plan_from_knowledge(s, w, index.named(w.name) if w.name else None, trust_own_name)
             for s, w in zip(pool, own, strict=True)
         ]
         takes = {plan: [i for i, k in enumerate(known) if k == plan] for plan in PLANS}
@@ -450,6 +464,8 @@ def world_sft_scripts(
     plans: list[str] = []
     while len(chosen) < n:
         plan = choose_plan(rng, p_direct)
+        if plan == "text" and not trust_own_name:
+            plan = "image+text"
         bucket = takes[plan]
         if plan == "answer" and kinds and all(kinds):
             bucket = kinds[0] if rng.random() < FLAG_SHARE else kinds[1]
@@ -592,7 +608,12 @@ def build_sft_trajectories(
             config.words,
         )
         samples, scripts, plans = world_sft_scripts(
-            pool, config.n_trajectories, config.p_direct, config.run.seed, speaker
+            pool,
+            config.n_trajectories,
+            config.p_direct,
+            config.run.seed,
+            speaker,
+            config.trust_own_name,
         )
         took = time.perf_counter() - started
         reused = f" ({speaker.reused} replies read from {config.words})" if config.words else ""
