@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -33,8 +34,8 @@ PARAMS_FILE = "params.json"
 class StageTime:
     name: str
     seconds: float  # wall time
-    cpu_seconds: float  # this process's CPU time: below `seconds` x threads when the
-    # machine is shared, so both are shown
+    cpu_seconds: float  # CPU time of this process and of the child processes a stage ran
+    # in: below `seconds` x threads when the machine is shared, so both are shown
     status: str  # "ran" | "reused" | "shipped" (a default copied from the package)
 
 
@@ -49,16 +50,23 @@ class StageClock:
     def stage(self, number: int, title: str) -> Iterator[dict[str, str]]:
         """Times the body; the body sets `state["status"] = "reused"` when it reused work."""
         self.console.rule(f"[bold]{number}. {title}")
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started = time.perf_counter(), cpu_time()
         state = {"status": "ran"}
         yield state
         seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
+        cpu = cpu_time() - cpu_started
         self.times.append(StageTime(title, seconds, cpu, state["status"]))
         note = "" if state["status"] == "ran" else f", {state['status']}"
         self.console.print(
             f"[dim]{number}. {title}: {duration(seconds)} (CPU {duration(cpu)}{note})[/]"
         )
+
+
+def cpu_time() -> float:
+    """CPU seconds of this process and of its finished child processes (a training stage
+    runs in one: `mmsr.replicate.run.training_stage`)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def duration(seconds: float) -> str:
