@@ -3,7 +3,7 @@ test sets, SFT, GRPO, ablations, evaluation in three modes, results.md with ever
 verdict and plots. Resumable: rerun the same command to continue; a changed option redoes
 only the stages that depend on it.
 
-    python bench/replicate_nano.py --threads 2           # 2-2.7 h on 2 CPU cores (REPLICATION.md)
+    python bench/replicate_nano.py --threads 2           # 1 h 44 min on 2 CPU cores
     python bench/replicate_nano.py --quick --out runs/replicate-quick   # every stage, minutes
     python bench/replicate_nano.py --grpo-steps 32 --device cuda        # a GPU: minutes
 

@@ -1,9 +1,9 @@
 """The one config of the nano replication (`bench/replicate_nano.py`).
 
 Default sizes are chosen for under 2 hours on 2 CPU cores with the search indexes already
-built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in the fresh
-run of 2026-12-06, stop 26 (docs/RESULTS.md, "The replication with 80 SFT steps by
-default, shipped words and replayed frozen layers"; bf16 matmuls):
+built (`mmsr search index`, ~11-15 min once). Where the time goes, measured in the run of
+2026-12-06, stop 27 (docs/RESULTS.md, "The replication in 1 h 44 min"; bf16 matmuls in
+the updates, rollouts and evaluations from a bf16 copy; nothing else on the machine):
 
 - balance: the preliminary model answers each pooled question `balance_k` times without
   search, batched: world:test, all 402 questions, ~9 min; world:train, 512 of its 1,389,
@@ -12,17 +12,14 @@ default, shipped words and replayed frozen layers"; bf16 matmuls):
   `mmsr/replicate/sets/` and are copied when the options and the eye match (`rebalance`);
 - SFT: nano states what it knows for 480 questions (~7 min; its words ship in
   `sets/sft-words/` and are read back with the shipped eye), the scripts are replayed
-  with the tools (2 s), then 80 steps of 8 trajectories: ~23 s a step over the first
-  pass, ~13 s a step later (the frozen layers' output is replayed): 22 min;
-- GRPO: 16 steps x 4 questions x 4 rollouts, 18-23 min a run (it follows how much nano
-  searches: ~1.8 min a step when it always does): three runs (main, no penalty,
-  unbalanced);
-- evaluation on the balanced test set (38 questions): 12 runs, ~26 min (RAG modes 3.5
-  min each, on-demand 1-3.5 min, direct ~1 min).
-So about 2 h 0 min with the shipped sets and words and bf16 matmuls (`matmul_dtype`
-'auto' on a CPU with bf16 units; fp32 is much slower), added up from stages timed alone:
-no clean end-to-end total yet (docs/REPLICATION.md); rebalancing adds ~20 min, speaking
-~7 min.
+  with the tools (2 s), then 80 steps of 8 trajectories (the frozen layers' output is
+  replayed after the first pass): 26 min;
+- GRPO: 16 steps x 4 questions x 4 rollouts, 15-26 min a run (it follows how much nano
+  searches): three runs (main, no penalty, unbalanced), 63 min;
+- evaluation on the balanced test set (38 questions): 10 runs, 14 min (RAG ~2.7 min
+  each, on demand 1-2.3 min, direct ~25 s).
+So 1 h 44 min with the shipped sets and words (`sample_dtype` and `matmul_dtype` 'auto'
+on a CPU with bf16 units; fp32 is much slower); rebalancing adds ~20 min, speaking ~7 min.
 
 `quick()` gives sizes that run in a few minutes (a wiring check, not a result).
 """
@@ -88,12 +85,13 @@ class ReplicateConfig:
     sft_answer_weight: float = 1.0
     """SFT loss weight of the answer tags' tokens (`SFTConfig.answer_weight`; 1: every
     sampled token alike)."""
-    sft_trust_own_name: bool = True
+    sft_trust_own_name: bool = False
     """SFT scripts look up the fact of a flag nano names right by a text search for its own
-    name (`SFTConfig.trust_own_name`); --no-sft-trust-own-name: after an image search.
+    name (`SFTConfig.trust_own_name`); off by default since stop 27: after an image search.
     In stop 26's run the GRPO model's text searches for its own name answered 1 of 7 test
     questions right (it named 2 of the 7 flags right), while the no-penalty model's image
-    then text searches answered 20 of 28: the experiment for target 2 (docs/RESULTS.md)."""
+    then text searches answered 20 of 28; with image first, stop 27's GRPO model answered
+    65.8% on demand against 47.4% (docs/RESULTS.md)."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5
@@ -119,11 +117,11 @@ class ReplicateConfig:
     """'bf16': SFT's and GRPO's updates multiply in bf16 (torch.autocast; weights, gradients
     and the LM head stay fp32), 1.7x faster on a CPU with bf16 units; 'fp32': everything
     in fp32; 'auto': bf16 where the device multiplies bf16 in hardware, else fp32."""
-    sample_dtype: str = "fp32"
+    sample_dtype: str = "auto"
     """'bf16': rollouts and evaluations run on a bf16 copy of the policy's weights (the LM
-    head and log-probs stay fp32; `EngineConfig.sample_dtype`), ~1.3x faster on a CPU with
-    bf16 units; 'auto': bf16 where the device multiplies bf16 in hardware; 'fp32': the
-    policy itself."""
+    head and log-probs stay fp32; `EngineConfig.sample_dtype`), 1.45x faster rollouts on
+    a CPU with bf16 units (`bench/sample_dtype.py`); 'auto' (the default since stop 27):
+    bf16 where the device multiplies bf16 in hardware; 'fp32': the policy itself."""
     ablations: bool = True
     """Also run the ablations: GRPO without search penalty, GRPO on unbalanced data."""
     rag_question: bool = False

@@ -129,7 +129,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "scripts": WORLD_SCRIPTS_VERSION, **precision_param(config)}  # fmt: skip
     if config.sft_answer_weight != 1.0:  # absent at 1, so runs made before it are reused
         sft_params["answer_weight"] = config.sft_answer_weight
-    if not config.sft_trust_own_name:  # likewise absent at its default
+    if not config.sft_trust_own_name:  # absent when trusted, so runs made before it are reused
         sft_params["trust_own_name"] = False
     words = shipped_words(eye, console)
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
