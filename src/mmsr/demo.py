@@ -87,9 +87,9 @@ class DemoConfig:
     'auto': bf16 where the device multiplies bf16 in hardware; 'fp32': all in fp32."""
     sample_dtype: str = "fp32"
     """'bf16': rollouts and evaluations run on a bf16 copy of the policy's weights (the LM
-    head and log-probs stay fp32; `EngineConfig.sample_dtype`), 1.45x faster rollouts on a CPU with
-    bf16 units; 'auto': bf16 where the device multiplies bf16 in hardware; 'fp32': the
-    policy itself."""
+    head and log-probs stay fp32; `EngineConfig.sample_dtype`), 1.45x faster rollouts on
+    a CPU with bf16 units; 'auto': bf16 where the device multiplies bf16 in hardware;
+    'fp32': the policy itself."""
     search_config: str | None = None
     """Search config YAML (None: the local world backends; 'none': no tools)."""
     seed: int = 0
@@ -246,15 +246,20 @@ def build_tools(search_config: str | None, console: Console):
     return tools
 
 
-def sampling_param(config) -> dict[str, str]:
-    """A stage key's part for the rollouts' weights dtype (`sample_dtype`, 'auto' resolved
-    on this machine): none for fp32, so the stages of runs made before the option existed
-    are still reused."""
+def dtype_param(config, option: str, key: str) -> dict[str, str]:
+    """A stage key's part for the dtype option `option` of `config` ('auto' resolved on
+    this machine), under `key`: none for fp32, so the stages of runs made before the
+    option existed are still reused."""
     from mmsr.models.policy import resolve_device
     from mmsr.models.precision import resolve_matmul_dtype
 
-    dtype = resolve_matmul_dtype(config.sample_dtype, resolve_device(config.device))
-    return {} if dtype == "fp32" else {"sample_dtype": dtype}
+    dtype = resolve_matmul_dtype(getattr(config, option), resolve_device(config.device))
+    return {} if dtype == "fp32" else {key: dtype}
+
+
+def sampling_param(config) -> dict[str, str]:
+    """The key part for the rollouts' weights dtype (`sample_dtype`)."""
+    return dtype_param(config, "sample_dtype", "sample_dtype")
 
 
 def load(path: str, config, console: Console):

@@ -30,6 +30,7 @@ from mmsr.demo import (
     EvalSpec,
     build_tools,
     check_eye,
+    dtype_param,
     eval_stage,
     grpo_stage,
     load,
@@ -38,8 +39,6 @@ from mmsr.demo import (
     show_world,
 )
 from mmsr.eval.modes import rag_actions
-from mmsr.models.policy import resolve_device
-from mmsr.models.precision import resolve_matmul_dtype
 from mmsr.replicate.config import ReplicateConfig
 from mmsr.stages import (
     DONE_FILE,
@@ -183,12 +182,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
 
 
 def precision_param(config: ReplicateConfig) -> dict[str, str]:
-    """The training stages' key part for the matmul dtype ('auto' resolved on this
-    machine): none for fp32, so the stages of runs made before the option existed are
-    still reused."""
-    device = resolve_device(config.device)
-    matmul = resolve_matmul_dtype(config.matmul_dtype, device)
-    return {} if matmul == "fp32" else {"matmul": matmul}
+    """The training stages' key part for the matmul dtype (`demo.dtype_param`)."""
+    return dtype_param(config, "matmul_dtype", "matmul")
 
 
 def training_stage(
