@@ -399,10 +399,12 @@ def grpo_config(
     search_penalty: float = 0.1,
     lr: float | None = None,
     temperature: float | None = None,
+    std_norm: bool | None = None,
 ):
     """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
     at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
-    replication sets its own `lr` and rollout `temperature` (None: the preset's)."""
+    replication sets its own `lr`, rollout `temperature` and whether advantages are divided
+    by their group's std (`std_norm`; None: the preset's)."""
     from mmsr.train.config import GRPOConfig, load_config
 
     preset = load_config(GRPOConfig, "nano_cpu")
@@ -416,7 +418,11 @@ def grpo_config(
         reward={**preset.reward, "search_penalty": search_penalty},
         model=_model_options(config, preset.model, start),
         optim=optim if lr is None else dataclasses.replace(optim, lr=lr),
-        grpo=dataclasses.replace(preset.grpo, group_size=config.group_size),
+        grpo=dataclasses.replace(
+            preset.grpo,
+            group_size=config.group_size,
+            norm_adv_by_std=preset.grpo.norm_adv_by_std if std_norm is None else std_norm,
+        ),
         engine=dataclasses.replace(
             preset.engine,
             max_new_tokens=config.max_new_tokens,

@@ -94,9 +94,13 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert reused == ["reused"] * (len(ran) - len(checks))
     assert again["evals"] == results["evals"]
 
-    # a GRPO option: the balance and SFT stages stay, the GRPO runs and what they feed redo
-    more = statuses(run_replication(tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2),
-                                    Console(quiet=True)))  # fmt: skip
+    # GRPO options: the balance and SFT stages stay, the GRPO runs and what they feed redo;
+    # the GRPO runs train under them
+    changed = tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2, grpo_std_norm=False)
+    more = statuses(run_replication(changed, Console(quiet=True)))
+    for run in ("grpo-main", "grpo-no-penalty"):
+        resolved = yaml.safe_load((out / run / "config.yaml").read_text())
+        assert resolved["steps"] == 2 and resolved["grpo"]["norm_adv_by_std"] is False
     redone = {name for name, status in more.items() if status == "ran"}
     assert {"The offline world", "Search tools"} < redone
     assert all(more[n] == "reused" for n in more if n.startswith(("Balance", "SFT")))

@@ -109,6 +109,12 @@ class ReplicateConfig:
     """GRPO trajectories per question."""
     search_penalty: float = 0.1
     """The main run's search penalty (the no-penalty ablation uses 0)."""
+    grpo_std_norm: bool = True
+    """Divide each GRPO advantage by its group's reward std (the GRPO paper, veRL's
+    `norm_adv_by_std_in_grpo`). False: rewards minus the group mean only (Dr. GRPO), so
+    the search penalty weighs what it says: divided by the std, a group right every time
+    that searched in some rollouts gets advantages of +-0.87 from the 0.09 penalty, as
+    large as a group split between right and wrong answers."""
     max_new_tokens: int = 96
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22

@@ -150,12 +150,14 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "search_penalty": penalty, "lr": config.grpo_lr,
                   "temperature": config.grpo_temperature, **precision_param(config),
                   **sampling_param(config)}  # fmt: skip
+        if not config.grpo_std_norm:  # absent when on, so runs made before it are reused
+            params["std_norm"] = False
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **training_stage(
                 grpo_stage, config, (out / name, sft["model"], params), tools, console, state,
                 data=data, search_penalty=penalty, lr=config.grpo_lr,
-                temperature=config.grpo_temperature,
+                temperature=config.grpo_temperature, std_norm=config.grpo_std_norm,
             )}  # fmt: skip
         number += 1
 
