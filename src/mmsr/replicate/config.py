@@ -114,7 +114,8 @@ class ReplicateConfig:
     `norm_adv_by_std_in_grpo`). False: rewards minus the group mean only (Dr. GRPO), so
     the search penalty weighs what it says: divided by the std, a group right every time
     that searched in some rollouts gets advantages of +-0.87 from the 0.09 penalty, as
-    large as a group split between right and wrong answers."""
+    large as a group split between right and wrong answers. Measured in stop 28: without
+    the division GRPO main searched in every rollout from step 5 on (docs/RESULTS.md)."""
     max_new_tokens: int = 96
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
