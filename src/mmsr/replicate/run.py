@@ -125,11 +125,9 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
                   "search": config.search_config, "seed": config.seed,
                   "tools": tools.identity() if tools is not None else None,
-                  "scripts": WORLD_SCRIPTS_VERSION, **precision_param(config)}  # fmt: skip
-    if config.sft_answer_weight != 1.0:  # absent at 1, so runs made before it are reused
-        sft_params["answer_weight"] = config.sft_answer_weight
-    if not config.sft_trust_own_name:  # absent when trusted, so runs made before it are reused
-        sft_params["trust_own_name"] = False
+                  "scripts": WORLD_SCRIPTS_VERSION, **precision_param(config),
+                  **since_added(answer_weight=(config.sft_answer_weight, 1.0),
+                                trust_own_name=(config.sft_trust_own_name, True))}  # fmt: skip
     words = shipped_words(eye, console)
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = training_stage(sft_stage, config, (out / "sft", sft_params), tools, console,
@@ -149,9 +147,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "group": config.group_size, "max_new_tokens": config.max_new_tokens,
                   "search_penalty": penalty, "lr": config.grpo_lr,
                   "temperature": config.grpo_temperature, **precision_param(config),
-                  **sampling_param(config)}  # fmt: skip
-        if not config.grpo_std_norm:  # absent when on, so runs made before it are reused
-            params["std_norm"] = False
+                  **sampling_param(config),
+                  **since_added(std_norm=(config.grpo_std_norm, True))}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **training_stage(
@@ -181,6 +178,13 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         evals.setdefault(model, {})[mode] = done["metrics"]
         number += 1
     return runs, evals, {split: b["counts"] for split, b in balance.items()}
+
+
+def since_added(**parts: tuple[Any, Any]) -> dict[str, Any]:
+    """Stage-key parts of options added after runs were made, each given as (value, the
+    value those runs had): a part appears only where the value differs, so those runs'
+    stages are still reused."""
+    return {key: value for key, (value, before) in parts.items() if value != before}
 
 
 def precision_param(config: ReplicateConfig) -> dict[str, str]:
