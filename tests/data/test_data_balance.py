@@ -13,8 +13,11 @@ from mmsr.data.balance import (
     build_balanced,
     classify,
     embed_images,
+    read_decisions,
+    redraw,
     stratified_sample,
     taxonomy_key,
+    write_decisions,
 )
 from mmsr.data.io import read_samples, write_samples
 from mmsr.data.record import Sample, SampleImage
@@ -94,6 +97,34 @@ def test_minority_required_downsamples_free_and_none_keeps_all():
     assert Counter(s.category for s in result.samples) == {"search_free": 2, "search_required": 1}
     keep_all = build_balanced(samples, answerer, BalanceConfig(target_ratio=None))
     assert len(keep_all.samples) == 6
+
+
+def test_redrawing_recorded_decisions_equals_balancing_to_that_ratio(tmp_path):
+    samples = [sample(i, ("geo", "capital" if i % 2 else "flag")) for i in range(30)]
+    direct = {f"q{i}": 5 for i in range(0, 30, 5)}  # 6 free, 24 required
+    rag = {f"q{i}": 1 for i in range(29)}  # q29 stays unanswerable
+    answerer = ScriptedAnswerer(direct, rag)
+    first = build_balanced(samples, answerer, BalanceConfig(target_ratio=1.0))
+    assert first.counts["output_categories"] == {"search_free": 6, "search_required": 6}
+    write_decisions(first, tmp_path / "set.balance.json")
+    recorded = read_decisions(tmp_path / "set.balance.json")
+    assert recorded == first.decisions
+
+    for ratio in (2.125, 0.5, None):
+        config = BalanceConfig(target_ratio=ratio)
+        again = redraw(samples, recorded, config)
+        direct_run = build_balanced(samples, ScriptedAnswerer(direct, rag), config)
+        assert [s.id for s in again.samples] == [s.id for s in direct_run.samples]
+        assert [s.category for s in again.samples] == [s.category for s in direct_run.samples]
+        assert again.counts == direct_run.counts
+    paper = redraw(samples, recorded, BalanceConfig(target_ratio=2.125)).samples
+    assert Counter(s.category for s in paper) == {"search_free": 6, "search_required": 13}
+    keep_all = redraw(samples, recorded, BalanceConfig(target_ratio=None)).samples
+    assert len(keep_all) == 29 and "q29" not in {s.id for s in keep_all}
+    assert recorded == first.decisions  # the recorded decisions are left as they were
+
+    with pytest.raises(ValueError, match="other questions"):
+        redraw(samples[1:], recorded, BalanceConfig())
 
 
 def test_downsampling_keeps_taxonomy_shares():

@@ -5,6 +5,7 @@ reuses every stage; a changed GRPO option redoes only the GRPO runs and their ev
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -215,20 +216,45 @@ def test_shipped_sets_are_copied_only_under_the_same_params(tmp_path, monkeypatc
     assert "--rebalance" in console.export_text()
 
 
-@pytest.mark.parametrize("split", ["test", "train"])
-def test_the_shipped_sets_fit_the_default_options(split, tmp_path):
+def test_the_shipped_sets_fit_the_default_options(tmp_path):
     """A new default balancing option or a new shipped eye needs new shipped sets (a full
-    run's balance stages, docs/REPLICATION.md), else every replication balances anew."""
+    run's balance stages, docs/REPLICATION.md), else every replication balances anew. The
+    train set is drawn to its own ratio from the shipped decisions, so only the classifying
+    options must match there."""
     config = ReplicateConfig(out=str(tmp_path))
     eye = replicate_run.eye_stage(config, tmp_path / "eye", Console(quiet=True), {})
-    params = replicate_run.balance_params(config, split, eye)
-    shipped = reusable(replicate_run.SHIPPED_SETS / f"balance-{split}", params)
-    assert shipped is not None, f"mmsr/replicate/sets/balance-{split} was made with other options"
-    samples = read_samples(replicate_run.SHIPPED_SETS / f"balance-{split}" / "balanced.parquet")
+    params = replicate_run.balance_params(config, "test", eye)
+    shipped = reusable(replicate_run.SHIPPED_SETS / "balance-test", params)
+    assert shipped is not None, "mmsr/replicate/sets/balance-test was made with other options"
+    samples = read_samples(replicate_run.SHIPPED_SETS / "balance-test" / "balanced.parquet")
     counts = shipped["counts"]["output_categories"]
     assert counts["search_free"] == counts["search_required"] > 0  # target ratio 1.0
     assert len(samples) == shipped["counts"]["output"] == 2 * counts["search_free"]
     assert {s.category for s in samples} == {"search_free", "search_required"}
+    train = replicate_run.balance_params(config, "train", eye)
+    assert replicate_run.shipped_decisions("train", train) is not None
+
+
+def test_the_train_set_is_drawn_to_its_ratio_from_the_shipped_decisions(tmp_path):
+    config = ReplicateConfig(out=str(tmp_path))
+    console = Console(record=True, width=200)
+    eye = replicate_run.eye_stage(config, tmp_path / "eye", console, {})
+    folder = tmp_path / "balance-train"
+    # no tools and no model: drawing again must not need them
+    done = replicate_run.balance_stage(config, "train", folder, eye, None, console, {})
+    shipped = json.loads((replicate_run.SHIPPED_SETS / "balance-train" / "done.json").read_text())
+    free = shipped["counts"]["output_categories"]["search_free"]
+    required = round(config.train_target_ratio * free)
+    assert done["counts"]["output_categories"] == {"search_free": free, "search_required": required}
+    samples = read_samples(folder / "balanced.parquet")
+    assert len(samples) == done["counts"]["output"] and all(s.images[0].bytes for s in samples)
+    assert len(read_samples(folder / "unbalanced.parquet")) == len(samples)
+    assert "no model answers" in console.export_text()
+    again = replicate_run.balance_stage(config, "train", folder, eye, None, console, {})
+    assert again == done  # finished: reused
+    # classified under other options: no shipped decisions fit, the stage must balance
+    other = replicate_run.balance_params(dataclasses.replace(config, balance_k=2), "train", eye)
+    assert replicate_run.shipped_decisions("train", other) is None
 
 
 def test_fresh_deletes_only_what_the_replication_wrote(tmp_path):

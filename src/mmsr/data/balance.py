@@ -187,6 +187,26 @@ def rebalance(
     return [s for s, _ in kept if s.id in chosen]
 
 
+def redraw(
+    samples: Sequence[Sample], decisions: Sequence[Decision], config: BalanceConfig
+) -> BalanceResult:
+    """Step 4 again over recorded decisions (`read_decisions`): the same classification
+    brought to `config.target_ratio` without asking any model. Questions dropped as
+    unanswerable stay dropped; those the earlier draw left out compete again."""
+    ids = [s.id for s in samples]
+    if ids != [d.sample_id for d in decisions]:
+        raise ValueError(
+            f"the recorded decisions are for other questions ({len(decisions)} decisions, "
+            f"{len(samples)} samples, or another order): draw them from the same pool"
+        )
+    decisions = [
+        dataclasses.replace(d, fate="kept" if d.fate == "dropped_balance" else d.fate)
+        for d in decisions
+    ]
+    balanced = rebalance(samples, decisions, config)
+    return BalanceResult(balanced, decisions, summarize(decisions, balanced, config))
+
+
 def build_balanced(
     samples: Sequence[Sample], answerer: Answerer, config: BalanceConfig
 ) -> BalanceResult:
@@ -239,6 +259,12 @@ def embed_images(sample: Sample, base_dir: Path | None = None) -> Sample:
             raise FileNotFoundError(f"sample {sample.id}: image {k} not found at {path}")
         images.append(SampleImage(bytes=path.read_bytes(), path=path.name))
     return dataclasses.replace(sample, images=images)
+
+
+def read_decisions(path: Path) -> list[Decision]:
+    """The decisions of a sidecar JSON written by `write_decisions`, in input order."""
+    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [Decision(**d) for d in payload["decisions"]]
 
 
 def write_decisions(result: BalanceResult, path: Path) -> None:

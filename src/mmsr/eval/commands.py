@@ -188,14 +188,30 @@ def balance_to_parquet(
     """Balance `samples` with `policy` as the preliminary model; writes the FVQA parquet
     `out` (images embedded) and its `<out>.balance.json` decisions; returns the counts.
     `base_dir`: where relative image paths of the samples are resolved."""
-    from mmsr.data.balance import build_balanced, embed_images, write_decisions
-    from mmsr.data.io import write_samples
+    from mmsr.data.balance import build_balanced, embed_images
     from mmsr.eval.answerer import EngineAnswerer
 
-    out = Path(out)
     samples = [embed_images(s, base_dir) for s in samples]  # a self-contained output
     answerer = EngineAnswerer(policy, tools, eval_config, temperature=temperature, lenient=lenient)
-    result = build_balanced(samples, answerer, balance)
+    return _write_balanced(build_balanced(samples, answerer, balance), Path(out))
+
+
+def redraw_to_parquet(
+    samples, decisions: Path, out: Path, balance, base_dir: Path | None = None
+) -> dict[str, Any]:
+    """`balance_to_parquet` without a model: the classification recorded in `decisions`
+    (a `.balance.json` of the same `samples`, same order) drawn to `balance.target_ratio`."""
+    from mmsr.data.balance import embed_images, read_decisions, redraw
+
+    samples = [embed_images(s, base_dir) for s in samples]
+    return _write_balanced(redraw(samples, read_decisions(decisions), balance), Path(out))
+
+
+def _write_balanced(result, out: Path) -> dict[str, Any]:
+    """The balanced parquet `out` and its `<out>.balance.json`; the counts."""
+    from mmsr.data.balance import write_decisions
+    from mmsr.data.io import write_samples
+
     if not result.samples:
         raise RuntimeError(
             f"no question survived balancing ({result.counts}); lower --threshold or use --rag-k 0"

@@ -304,12 +304,13 @@ def _align(folder: Path, params: dict[str, Any], console: Console) -> dict[str, 
 
 
 # ------------------------------------------------------------------------- balance
-def balance_config(config: ReplicateConfig):
-    """The `mmsr data balance` options of the replication's balance stages."""
+def balance_config(config: ReplicateConfig, split: str):
+    """The `mmsr data balance` options of the replication's balance stage of `split`."""
     from mmsr.data.balance import BalanceConfig
 
+    ratio = config.train_target_ratio if split == "train" else config.target_ratio
     return BalanceConfig(k=config.balance_k, threshold=config.balance_threshold,
-                         rag_k=config.balance_rag_k, target_ratio=config.target_ratio,
+                         rag_k=config.balance_rag_k, target_ratio=ratio,
                          seed=config.seed, match=config.balance_match)  # fmt: skip
 
 
@@ -317,7 +318,7 @@ def balance_params(config: ReplicateConfig, split: str, eye: dict[str, Any]) -> 
     """What the balanced sets of `split` depend on (the stage's cache key)."""
     pool = config.train_pool if split == "train" else config.test_pool
     return {"base": eye["params"], "split": split, "pool": pool,
-            "balance": dataclasses.asdict(balance_config(config)),
+            "balance": dataclasses.asdict(balance_config(config, split)),
             "lenient": config.balance_lenient, "max_new_tokens": config.balance_max_new_tokens,
             "search": config.search_config}  # fmt: skip
 
@@ -327,12 +328,14 @@ def balance_stage(
 ) -> dict[str, Any]:
     """Balance a seeded subset of world:<split> with the eye's policy as the preliminary
     model (FVQA method, `mmsr data balance`); the train split also gets an unbalanced set of
-    the same size drawn from the same subset."""
-    from mmsr.eval.commands import balance_to_parquet
+    the same size drawn from the same subset. The shipped sets are copied when they were
+    made under these options, and drawn again from their recorded decisions when only the
+    target ratio differs."""
+    from mmsr.eval.commands import balance_to_parquet, redraw_to_parquet
     from mmsr.eval.modes import EvalConfig
     from mmsr.eval.samples import load_eval_samples
 
-    balance = balance_config(config)
+    balance = balance_config(config, split)
     params = balance_params(config, split, eye)
     pool = params["pool"]
     # The record names its files: runs before stop 17 wrote "train.parquet" for both splits.
@@ -346,15 +349,26 @@ def balance_stage(
     begin(folder, params, console)
     started = time.monotonic()
     samples = load_eval_samples(f"world:{split}", pool, shuffle_seed=config.seed)
-    console.print(
-        f"{len(samples)} world:{split} questions, {config.balance_k} sampled answers each "
-        f"without search, then {config.balance_rag_k} RAG answer(s) per search_required one"
-    )
-    policy = load(eye["policy"], config, console)
-    answer = EvalConfig(max_new_tokens=config.balance_max_new_tokens, seed=config.seed)
+    recorded = None if config.rebalance else shipped_decisions(split, params)
     try:
-        counts = balance_to_parquet(samples, policy, tools, folder / BALANCED, balance, answer,
-                                    lenient=config.balance_lenient)  # fmt: skip
+        if recorded is not None:
+            console.print(
+                f"drawing {len(samples)} world:{split} questions to {balance.target_ratio:g} "
+                f"search_required : 1 search_free from the shipped sets' decisions "
+                f"({recorded.parent.name}/{recorded.name}, ratio {shipped_ratio(split):g}); "
+                "no model answers"
+            )
+            counts = redraw_to_parquet(samples, recorded, folder / BALANCED, balance)
+        else:
+            console.print(
+                f"{len(samples)} world:{split} questions, {config.balance_k} sampled answers "
+                f"each without search, then {config.balance_rag_k} RAG answer(s) per "
+                "search_required one"
+            )
+            policy = load(eye["policy"], config, console)
+            answer = EvalConfig(max_new_tokens=config.balance_max_new_tokens, seed=config.seed)
+            counts = balance_to_parquet(samples, policy, tools, folder / BALANCED, balance,
+                                        answer, lenient=config.balance_lenient)  # fmt: skip
     except RuntimeError as err:  # nothing survived: an options problem, named as ours
         raise ValueError(
             f"balancing world:{split}: {err}. Options here: --balance-threshold, "
@@ -396,6 +410,26 @@ def copy_shipped_sets(
         "--rebalance builds them here"
     )
     return finish(folder, params, result)
+
+
+def shipped_ratio(split: str) -> float | None:
+    """The target ratio the shipped sets of `split` were drawn to (None: none shipped)."""
+    done = SHIPPED_SETS / f"balance-{split}" / DONE_FILE
+    if not done.is_file():
+        return None
+    return json.loads(done.read_text(encoding="utf-8"))["params"]["balance"]["target_ratio"]
+
+
+def shipped_decisions(split: str, params: dict[str, Any]) -> Path | None:
+    """The shipped sets' recorded decisions (every pooled question's category) when they
+    were classified under `params` and drawn to another target ratio: drawing them again
+    takes seconds where classifying takes ~10 min. None otherwise."""
+    source = SHIPPED_SETS / f"balance-{split}"
+    ratio = shipped_ratio(split)
+    if ratio is None:
+        return None
+    as_shipped = {**params, "balance": {**params["balance"], "target_ratio": ratio}}
+    return source / "balanced.balance.json" if reusable(source, as_shipped) else None
 
 
 def shipped_words(eye: dict[str, Any], console: Console) -> str | None:
