@@ -9,7 +9,8 @@ the updates, rollouts and evaluations from a bf16 copy; nothing else on the mach
   search, batched: world:test, all 402 questions, ~9 min; world:train, 512 of its 1,389,
   ~10 min. Nano knows few answers (~4% of the questions are search_free), so the pools
   must be large for a balanced set of a few dozen. The default sets ship in
-  `mmsr/replicate/sets/` and are copied when the options and the eye match (`rebalance`);
+  `mmsr/replicate/sets/` and are copied when the options and the eye match (`rebalance`),
+  or drawn again from their recorded decisions in seconds when only the ratio differs;
 - SFT: nano states what it knows for 480 questions (~7 min; its words ship in
   `sets/sft-words/` and are read back with the shipped eye), the scripts are replayed
   with the tools (2 s), then 80 steps of 8 trajectories (the frozen layers' output is
