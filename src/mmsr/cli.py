@@ -409,6 +409,11 @@ def data_balance(
     seed: int = typer.Option(0, help="Seeds sampling and downsampling."),
     search_config: Path = typer.Option(None, help=_SEARCH_CONFIG_HELP),
     device: str = typer.Option(None, help="cpu | cuda (default: GPU if any)."),
+    from_decisions: Path = typer.Option(
+        None,
+        help="A .balance.json of the same --data/--limit: draw its recorded categories to "
+        "--target-ratio again (seconds; no model, no search; --k etc. do not apply).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Search-balanced data (FVQA method): classify by a preliminary model, drop, rebalance."""
@@ -438,6 +443,7 @@ def data_balance(
             search_config=search_config,
             device=device,
             console=None if as_json else console,
+            from_decisions=from_decisions,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         _fail(str(err))

@@ -233,6 +233,40 @@ def test_data_balance_cli_tiny_model(tiny_qwen_vl_dir, search_yaml, tmp_path):
     assert result.exit_code == 2 and "no question survived" in result.output
 
 
+def test_data_balance_cli_draws_recorded_decisions_again_without_a_model(tmp_path):
+    from mmsr.eval.samples import load_eval_samples
+
+    questions = load_eval_samples("world:val", 12)
+    recorded = tmp_path / "first.balance.json"
+    fates = ["kept"] * 6 + ["dropped_balance"] * 5 + ["dropped_unanswerable"]
+    decisions = [
+        {"sample_id": q.id, "right_without_search": 4 * (i < 3), "fate": fates[i],
+         "category": "search_free" if i < 3 else "search_required"}
+        for i, q in enumerate(questions)
+    ]  # fmt: skip
+    recorded.write_text(json.dumps({"counts": {}, "decisions": decisions}))
+    out = tmp_path / "again.parquet"
+    result = invoke("data", "balance", "--data", "world:val", "--limit", "12", "--from-decisions",
+                    str(recorded), "--target-ratio", "2", "--out", str(out), "--json")  # fmt: skip
+    counts = json.loads(result.stdout)  # "nano" is never loaded: the test suite has no weights
+    assert counts["output_categories"] == {"search_free": 3, "search_required": 6}
+    assert counts["from_decisions"] == str(recorded)
+    samples = read_samples(out)
+    assert len(samples) == 9 and all(s.images[0].bytes for s in samples)
+    assert {s.id for s in samples if s.category == "search_free"} == {q.id for q in questions[:3]}
+    assert questions[11].id not in {s.id for s in samples}  # unanswerable stays dropped
+
+    # the questions must be those the decisions were made for, and nothing is overwritten
+    for args, message in (
+        (["--limit", "11", "--out", str(tmp_path / "x.parquet")], "other questions"),
+        (["--limit", "12", "--out", str(tmp_path / "first.parquet")], "would overwrite"),
+    ):
+        result = runner.invoke(app, ["data", "balance", "--data", "world:val",
+                                     "--from-decisions", str(recorded), *args])  # fmt: skip
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert json.loads(recorded.read_text())["decisions"] == decisions
+
+
 def test_eval_cli_judges_a_saved_run_again(make_record, fake_chat, tmp_path):
     from mmsr.eval.modes import EvalConfig
     from mmsr.eval.run import judge_and_measure, write_run

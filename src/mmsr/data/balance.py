@@ -197,7 +197,8 @@ def redraw(
     if ids != [d.sample_id for d in decisions]:
         raise ValueError(
             f"the recorded decisions are for other questions ({len(decisions)} decisions, "
-            f"{len(samples)} samples, or another order): draw them from the same pool"
+            f"{len(samples)} questions, or another order): give the questions they were "
+            "made for (the same --data and --limit)"
         )
     decisions = [
         dataclasses.replace(d, fate="kept" if d.fate == "dropped_balance" else d.fate)
@@ -263,8 +264,11 @@ def embed_images(sample: Sample, base_dir: Path | None = None) -> Sample:
 
 def read_decisions(path: Path) -> list[Decision]:
     """The decisions of a sidecar JSON written by `write_decisions`, in input order."""
-    payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [Decision(**d) for d in payload["decisions"]]
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        return [Decision(**d) for d in payload["decisions"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not the decisions file of a balancing run ({err!r})") from err
 
 
 def write_decisions(result: BalanceResult, path: Path) -> None:

@@ -150,8 +150,11 @@ def run_balance(
     search_config: Path | None = None,
     device: str | None = None,
     console: Console | None = None,
+    from_decisions: Path | None = None,
 ) -> dict[str, Any]:
-    """Build a search-balanced FVQA parquet from `data`; returns the counts."""
+    """Build a search-balanced FVQA parquet from `data`; returns the counts. With
+    `from_decisions` (an earlier run's `.balance.json` over the same questions) no model
+    runs: its recorded categories are drawn to `balance.target_ratio` again."""
     from mmsr.data.balance import embed_images
     from mmsr.eval.samples import load_eval_samples
     from mmsr.models.loading import load_policy
@@ -159,10 +162,22 @@ def run_balance(
     out = Path(out)
     if out.suffix.lower() != ".parquet":
         raise ValueError(f"--out {out} must end in .parquet (FVQA layout)")
+    if from_decisions is not None:
+        from_decisions = Path(from_decisions)
+        if not from_decisions.is_file():
+            raise FileNotFoundError(f"--from-decisions {from_decisions}: no such file")
+        if out.with_suffix(".balance.json").resolve() == from_decisions.resolve():
+            raise ValueError(
+                f"--out {out} would overwrite --from-decisions {from_decisions}: write the "
+                "new set elsewhere"
+            )
     samples = load_eval_samples(data, limit)
     base_dir = None if data.startswith("world:") else Path(data).parent
     # Embedded here, before the model loads, so that a missing image fails at once.
     samples = [embed_images(s, base_dir) for s in samples]
+    if from_decisions is not None:
+        counts = redraw_to_parquet(samples, from_decisions, out, balance)
+        return {**counts, "from_decisions": str(from_decisions)}
     policy = load_policy(model, device=device, console=console)
     tools = _tools("rag", search_config, needs_search=balance.rag_k > 0)
     try:
