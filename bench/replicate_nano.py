@@ -6,6 +6,7 @@ only the stages that depend on it.
     python bench/replicate_nano.py --threads 2           # 1 h 44 min on 2 CPU cores
     python bench/replicate_nano.py --quick --out runs/replicate-quick   # every stage, minutes
     python bench/replicate_nano.py --grpo-steps 32 --device cuda        # a GPU: minutes
+    python bench/replicate_nano.py --out runs/replicate-nano --heldout val  # targets on val
 
 The logic lives in `mmsr.replicate`; every option is a `ReplicateConfig` field.
 """
@@ -19,6 +20,7 @@ import typing
 
 from mmsr.replicate import QUICK, ReplicateConfig, run_replication
 from mmsr.replicate.config import field_docs
+from mmsr.replicate.heldout import check_heldout
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ReplicateConfig, int]:
@@ -41,15 +43,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[ReplicateConfig, int]:
         "--quick", action="store_true", help=f"tiny sizes that run every stage in minutes: {QUICK}"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--heldout",
+        metavar="SPLIT",
+        help="instead of replicating: check the finished run in --out on world:SPLIT (val), "
+        "with the run's own options (mmsr.replicate.heldout): heldout-SPLIT.md",
+    )
     args = vars(parser.parse_args(argv))
-    quick, threads = args.pop("quick"), args.pop("threads")
+    quick, threads, heldout = args.pop("quick"), args.pop("threads"), args.pop("heldout")
     values = {**(QUICK if quick else {}), **{k: v for k, v in args.items() if v is not None}}
-    return ReplicateConfig(**values), threads
+    return ReplicateConfig(**values), threads, heldout
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        config, threads = parse_args(argv)
+        config, threads, heldout = parse_args(argv)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -58,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     try:
-        run_replication(config)
+        if heldout:
+            check_heldout(config.out, heldout)
+        else:
+            run_replication(config)
     except (FileNotFoundError, ValueError) as err:  # bad options or files: no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1

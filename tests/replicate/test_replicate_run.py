@@ -17,6 +17,7 @@ from rich.console import Console
 from mmsr.data.io import read_samples
 from mmsr.replicate import ReplicateConfig, clear_stages, run_replication
 from mmsr.replicate import run as replicate_run
+from mmsr.replicate.heldout import check_heldout
 from mmsr.replicate.results import compute_targets, search_payoff
 from mmsr.stages import finish, reusable
 
@@ -94,6 +95,23 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     reused = [s for name, s in statuses(again).items() if name not in checks]
     assert reused == ["reused"] * (len(ran) - len(checks))
     assert again["evals"] == results["evals"]
+
+    # the targets again on a held-out split, with the run's own options; then reused
+    console = Console(record=True, width=200)
+    before = (out / "results.md").read_text()
+    held = check_heldout(out, "val", console)
+    assert held["balance"]["input"] == 3 and held["evals"].keys() == results["evals"].keys()
+    assert held["targets"] == compute_targets(held["evals"])
+    assert all((out / "eval-val" / f"{m}-{mode}" / "done.json").is_file()
+               for m, modes in held["evals"].items() for mode in modes)  # fmt: skip
+    assert "world:val (held out)" in (out / "heldout-val.md").read_text()
+    assert (out / "results.md").read_text() == before  # left as it was
+    again_held = check_heldout(out, "val", Console(quiet=True))
+    assert again_held["evals"] == held["evals"]
+    with pytest.raises(ValueError, match="--heldout 'test'"):
+        check_heldout(out, "test")
+    with pytest.raises(FileNotFoundError, match="finish the replication"):
+        check_heldout(tmp_path / "nothing", "val")
 
     # GRPO options: the balance and SFT stages stay, the GRPO runs and what they feed redo;
     # the GRPO runs train under them
@@ -275,13 +293,18 @@ def load_bench():
 
 def test_bench_options_map_to_the_config():
     bench = load_bench()
-    config, threads = bench.parse_args(["--quick", "--grpo-steps", "3", "--no-ablations",
-                                        "--threads", "1", "--search-penalty", "0.2"])  # fmt: skip
+    args = ["--quick", "--grpo-steps", "3", "--no-ablations", "--threads", "1",
+            "--search-penalty", "0.2"]  # fmt: skip
+    config, threads, heldout = bench.parse_args(args)
     assert threads == 1 and config.grpo_steps == 3 and config.ablations is False
     assert config.search_penalty == 0.2 and config.train_pool == 12  # from --quick
-    default, _ = bench.parse_args([])
+    assert heldout is None and bench.parse_args(["--heldout", "val"])[2] == "val"
+    default, _, _ = bench.parse_args([])
     assert default == ReplicateConfig()
     assert bench.main(["--balance-threshold", "9"]) == 2  # the error names the option
+    assert bench.parse_args(["--train-target-ratio", "2"])[0].train_target_ratio == 2.0
+    with pytest.raises(ValueError, match="--train-target-ratio"):
+        ReplicateConfig(train_target_ratio=0)
     assert bench.parse_args(["--grpo-lr", "2e-5"])[0].grpo_lr == 2e-5
     assert bench.parse_args(["--sft-answer-weight", "4"])[0].sft_answer_weight == 4.0
 

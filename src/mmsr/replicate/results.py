@@ -263,6 +263,15 @@ EVAL_COLUMNS = ("model", "mode", "acc", "SR", "call ratio", "answered",
                 *(b.replace("_", " ") for b in BEHAVIOURS), "n")  # fmt: skip
 
 
+def target_lines(targets: list[dict[str, Any]]) -> list[str]:
+    """The markdown table of the targets: name, rule, values, verdict."""
+    lines = ["| target | rule | values | verdict |", "| --- | --- | --- | --- |"]
+    for t in targets:
+        values = ", ".join(f"{k} {_pct(v)}" for k, v in t["values"].items())
+        lines.append(f"| {t['name']} | `{t['rule']}` | {values} | **{_verdict(t)}** |")
+    return lines
+
+
 def render_markdown(results: dict[str, Any], out: Path) -> str:
     config, balance = results["config"], results["balance"]
     lines = [
@@ -273,15 +282,11 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
         "",
         "## Targets",
         "",
-        "| target | rule | values | verdict |",
-        "| --- | --- | --- | --- |",
+        *target_lines(results["targets"]),
     ]
-    for t in results["targets"]:
-        values = ", ".join(f"{k} {_pct(v)}" for k, v in t["values"].items())
-        lines.append(f"| {t['name']} | `{t['rule']}` | {values} | **{_verdict(t)}** |")
     lines += ["", "## Evaluation on the balanced test set (greedy)", ""]
-    lines += [_md_row(EVAL_COLUMNS), _md_row(["---"] * len(EVAL_COLUMNS))]
-    lines += [_md_row(row) for row in eval_rows(results["evals"])]
+    lines += [md_row(EVAL_COLUMNS), md_row(["---"] * len(EVAL_COLUMNS))]
+    lines += [md_row(row) for row in eval_rows(results["evals"])]
     if decisions := results.get("search_decisions"):
         from mmsr.eval.decisions import render_decisions
 
@@ -325,7 +330,7 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
         for run, categories in payoff.items():
             for category, tallies in sorted(categories.items()):
                 cells = [_share(*tallies.get(k, [0, 0])) for k in ("searched", "no search")]
-                lines.append(_md_row([RUN_LABELS.get(run, run), category, *cells]))
+                lines.append(md_row([RUN_LABELS.get(run, run), category, *cells]))
     lines += ["", "## Plots", ""]
     for name, path in results.get("plots", {}).items():
         lines.append(f"![{name}]({Path(path).relative_to(out).as_posix()})")
@@ -339,7 +344,7 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
-def _md_row(cells) -> str:
+def md_row(cells) -> str:
     return "| " + " | ".join(cells) + " |"
 
 

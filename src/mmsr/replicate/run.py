@@ -161,23 +161,42 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
     models = {"sft": (sft["model"], sft_params), **{
         name.removeprefix("grpo-"): (run["model"], run["params"]) for name, run in runs.items()
     }}  # fmt: skip
-    test = balance["test"]
+    plan = evaluation_plan(config.ablations, config.rag_question)
+    evals = evaluate_models(config, models, plan, balance["test"], out / "eval", tools, clock,
+                            console, number)  # fmt: skip
+    return runs, evals, {split: b["counts"] for split, b in balance.items()}
+
+
+def evaluate_models(
+    config: ReplicateConfig,
+    models: dict[str, tuple[str, dict[str, Any]]],
+    plan: list[tuple[str, str]],
+    data: dict[str, Any],
+    folder: Path,
+    tools,
+    clock: StageClock,
+    console: Console,
+    number: int,
+) -> dict[str, dict[str, Any]]:
+    """Each (model, mode) of `plan` on the balanced set `data` (a balance stage's record),
+    greedy, one stage each under `folder`; `models` maps a name to (path, stage params).
+    Returns the metrics by model, then mode."""
     evals: dict[str, dict[str, Any]] = {}
-    for model, mode in evaluation_plan(config.ablations, config.rag_question):
+    for model, mode in plan:
         path, params = models[model]
-        eval_params = {"model": params, "data": test["params"], "mode": mode,
+        eval_params = {"model": params, "data": data["params"], "mode": mode,
                        "max_new_tokens": config.max_new_tokens, "seed": config.seed,
                        **sampling_param(config)}  # fmt: skip
-        spec = eval_spec(test["balanced"], mode)
+        spec = eval_spec(data["balanced"], mode)
         if spec.mode == "rag":  # the workflow's forced text is part of the result
             eval_params["rag_actions"] = [text for text, _ in rag_actions("?", spec.rag_query)]
             eval_params["rag_reasoning"] = spec.rag_reasoning
         with clock.stage(number, f"Evaluate {model}, {mode} mode") as state:
-            done = eval_stage(config, out / "eval" / f"{model}-{mode}", path, eval_params, spec,
+            done = eval_stage(config, folder / f"{model}-{mode}", path, eval_params, spec,
                               tools, console, state)  # fmt: skip
         evals.setdefault(model, {})[mode] = done["metrics"]
         number += 1
-    return runs, evals, {split: b["counts"] for split, b in balance.items()}
+    return evals
 
 
 def since_added(**parts: tuple[Any, Any]) -> dict[str, Any]:
