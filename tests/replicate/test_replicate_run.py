@@ -234,27 +234,24 @@ def test_shipped_sets_are_copied_only_under_the_same_params(tmp_path, monkeypatc
     assert "--rebalance" in console.export_text()
 
 
-def test_the_shipped_sets_fit_the_default_options(tmp_path):
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_the_shipped_sets_fit_the_default_options(split, tmp_path):
     """A new default balancing option or a new shipped eye needs new shipped sets (a full
-    run's balance stages, docs/REPLICATION.md), else every replication balances anew. The
-    train set is drawn to its own ratio from the shipped decisions, so only the classifying
-    options must match there."""
+    run's balance stages, docs/REPLICATION.md), else every replication balances anew."""
     config = ReplicateConfig(out=str(tmp_path))
     eye = replicate_run.eye_stage(config, tmp_path / "eye", Console(quiet=True), {})
-    params = replicate_run.balance_params(config, "test", eye)
-    shipped = reusable(replicate_run.SHIPPED_SETS / "balance-test", params)
-    assert shipped is not None, "mmsr/replicate/sets/balance-test was made with other options"
-    samples = read_samples(replicate_run.SHIPPED_SETS / "balance-test" / "balanced.parquet")
+    params = replicate_run.balance_params(config, split, eye)
+    shipped = reusable(replicate_run.SHIPPED_SETS / f"balance-{split}", params)
+    assert shipped is not None, f"mmsr/replicate/sets/balance-{split} was made with other options"
+    samples = read_samples(replicate_run.SHIPPED_SETS / f"balance-{split}" / "balanced.parquet")
     counts = shipped["counts"]["output_categories"]
     assert counts["search_free"] == counts["search_required"] > 0  # target ratio 1.0
     assert len(samples) == shipped["counts"]["output"] == 2 * counts["search_free"]
     assert {s.category for s in samples} == {"search_free", "search_required"}
-    train = replicate_run.balance_params(config, "train", eye)
-    assert replicate_run.shipped_decisions("train", train) is not None
 
 
 def test_the_train_set_is_drawn_to_its_ratio_from_the_shipped_decisions(tmp_path):
-    config = ReplicateConfig(out=str(tmp_path))
+    config = ReplicateConfig(out=str(tmp_path), train_target_ratio=2.125)  # the paper's
     console = Console(record=True, width=200)
     eye = replicate_run.eye_stage(config, tmp_path / "eye", console, {})
     folder = tmp_path / "balance-train"

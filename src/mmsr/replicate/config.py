@@ -67,12 +67,13 @@ class ReplicateConfig:
     RAG answers in a smoke run, so dropping would empty the set (the paper uses it)."""
     target_ratio: float = 1.0
     """search_required : search_free of the balanced test set."""
-    train_target_ratio: float = 1.5
+    train_target_ratio: float = 1.0
     """search_required : search_free of the balanced train set (GRPO's data), drawn from the
     shipped sets' recorded decisions in seconds when the other balancing options match
-    them. It sets how much GRPO main learns to search (stop 29, from the same SFT model):
-    at 1.0 (28 questions) it searched in 15.8% of the test questions, at the paper's
-    FVQA-train ratio 2.125 (~3,400 : ~1,600; 44 questions) in 89.5%."""
+    them (the paper's FVQA-train: ~3,400 : ~1,600, 2.125). Measured in stop 29, GRPO main
+    from the same SFT model: at 1.0 (28 questions) it searched for 15.8% of the test
+    questions, at 2.125 (44) for 89.5%, and at 1.5 (35) it searched in every training
+    rollout from step 3 on (docs/RESULTS.md)."""
     balance_lenient: bool = True
     """Judge an answer without an <answer> tag by its last turn's text: the preliminary
     model is nano before SFT, which knows facts but not the tag format."""
