@@ -400,11 +400,13 @@ def grpo_config(
     lr: float | None = None,
     temperature: float | None = None,
     std_norm: bool | None = None,
+    kl_coef: float | None = None,
 ):
     """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
     at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
     replication sets its own `lr`, rollout `temperature` and whether advantages are divided
-    by their group's std (`std_norm`; None: the preset's)."""
+    by their group's std (`std_norm`) and the weight of the KL to the start (`kl_coef`;
+    None: the preset's)."""
     from mmsr.train.config import GRPOConfig, load_config
 
     preset = load_config(GRPOConfig, "nano_cpu")
@@ -422,6 +424,7 @@ def grpo_config(
             preset.grpo,
             group_size=config.group_size,
             norm_adv_by_std=preset.grpo.norm_adv_by_std if std_norm is None else std_norm,
+            kl_coef=preset.grpo.kl_coef if kl_coef is None else kl_coef,
         ),
         engine=dataclasses.replace(
             preset.engine,

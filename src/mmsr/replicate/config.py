@@ -124,6 +124,9 @@ class ReplicateConfig:
     that searched in some rollouts gets advantages of +-0.87 from the 0.09 penalty, as
     large as a group split between right and wrong answers. Measured in stop 28: without
     the division GRPO main searched in every rollout from step 5 on (docs/RESULTS.md)."""
+    grpo_kl_coef: float = 0.001
+    """Weight of the k3 KL to the SFT model in GRPO's loss (the preset and the paper: 0.001;
+    token mean, so one decision token's KL is diluted by the whole reply's)."""
     max_new_tokens: int = 96
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
@@ -175,6 +178,8 @@ class ReplicateConfig:
             raise ValueError(f"--sft-answer-weight {self.sft_answer_weight} must be > 0")
         if self.grpo_temperature <= 0:
             raise ValueError(f"--grpo-temperature {self.grpo_temperature} must be > 0")
+        if self.grpo_kl_coef < 0:
+            raise ValueError(f"--grpo-kl-coef {self.grpo_kl_coef} must be >= 0")
         if self.grpo_lr <= 0:
             raise ValueError(f"--grpo-lr {self.grpo_lr} must be > 0")
         for name in ("target_ratio", "train_target_ratio"):
