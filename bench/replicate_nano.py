@@ -23,7 +23,7 @@ from mmsr.replicate.config import field_docs
 from mmsr.replicate.heldout import check_heldout
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ReplicateConfig, int]:
+def parse_args(argv: list[str] | None = None) -> tuple[ReplicateConfig, int, str | None]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     docs = field_docs(ReplicateConfig)
     hints = typing.get_type_hints(ReplicateConfig)

@@ -20,24 +20,16 @@ from rich.console import Console
 
 from mmsr.demo import build_tools
 from mmsr.replicate.config import ReplicateConfig
-from mmsr.replicate.results import (
-    EVAL_COLUMNS,
-    compute_targets,
-    eval_rows,
-    md_row,
-    target_lines,
-)
+from mmsr.replicate.results import RUN_LABELS, compute_targets, eval_table_lines, target_lines
 from mmsr.replicate.run import balance_stage, evaluate_models, evaluation_plan, eye_stage
 from mmsr.stages import DONE_FILE, StageClock, duration
-
-GRPO_RUNS = ("grpo-main", "grpo-no-penalty", "grpo-unbalanced")
 
 
 def finished_models(out: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     """The models a finished replication in `out` trained: name -> (path, stage params),
     the names of its evaluations (sft, main, no-penalty, unbalanced)."""
     models = {}
-    for stage in ("sft", *GRPO_RUNS):
+    for stage in ("sft", *RUN_LABELS):  # the GRPO runs' folders
         done = out / stage / DONE_FILE
         if done.is_file():
             record = json.loads(done.read_text(encoding="utf-8"))
@@ -113,8 +105,6 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"## Evaluation on the balanced world:{split} set (greedy)",
         "",
-        md_row(EVAL_COLUMNS),
-        md_row(["---"] * len(EVAL_COLUMNS)),
-        *(md_row(row) for row in eval_rows(result["evals"])),
+        *eval_table_lines(result["evals"]),
     ]
     return "\n".join(lines) + "\n"

@@ -263,6 +263,12 @@ EVAL_COLUMNS = ("model", "mode", "acc", "SR", "call ratio", "answered",
                 *(b.replace("_", " ") for b in BEHAVIOURS), "n")  # fmt: skip
 
 
+def eval_table_lines(evals: dict[str, Any]) -> list[str]:
+    """The markdown table of `eval_rows` under `EVAL_COLUMNS`."""
+    rows = [EVAL_COLUMNS, ["---"] * len(EVAL_COLUMNS), *eval_rows(evals)]
+    return [md_row(row) for row in rows]
+
+
 def target_lines(targets: list[dict[str, Any]]) -> list[str]:
     """The markdown table of the targets: name, rule, values, verdict."""
     lines = ["| target | rule | values | verdict |", "| --- | --- | --- | --- |"]
@@ -285,8 +291,7 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
         *target_lines(results["targets"]),
     ]
     lines += ["", "## Evaluation on the balanced test set (greedy)", ""]
-    lines += [md_row(EVAL_COLUMNS), md_row(["---"] * len(EVAL_COLUMNS))]
-    lines += [md_row(row) for row in eval_rows(results["evals"])]
+    lines += eval_table_lines(results["evals"])
     if decisions := results.get("search_decisions"):
         from mmsr.eval.decisions import render_decisions
 

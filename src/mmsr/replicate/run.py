@@ -48,6 +48,7 @@ from mmsr.stages import (
     file_digest,
     finish,
     open_run,
+    params_key,
     remove,
     reusable,
     reuse,
@@ -376,8 +377,7 @@ def balance_stage(
             console.print(
                 f"drawing {len(samples)} world:{split} questions to {balance.target_ratio:g} "
                 f"search_required : 1 search_free from the shipped sets' decisions "
-                f"({recorded.parent.name}/{recorded.name}, ratio {shipped_ratio(split):g}); "
-                "no model answers"
+                f"({recorded.parent.name}/{recorded.name}); no model answers"
             )
             counts = redraw_to_parquet(samples, recorded, folder / BALANCED, balance)
         else:
@@ -433,24 +433,19 @@ def copy_shipped_sets(
     return finish(folder, params, result)
 
 
-def shipped_ratio(split: str) -> float | None:
-    """The target ratio the shipped sets of `split` were drawn to (None: none shipped)."""
-    done = SHIPPED_SETS / f"balance-{split}" / DONE_FILE
-    if not done.is_file():
-        return None
-    return json.loads(done.read_text(encoding="utf-8"))["params"]["balance"]["target_ratio"]
-
-
 def shipped_decisions(split: str, params: dict[str, Any]) -> Path | None:
     """The shipped sets' recorded decisions (every pooled question's category) when they
     were classified under `params` and drawn to another target ratio: drawing them again
     takes seconds where classifying takes ~10 min. None otherwise."""
     source = SHIPPED_SETS / f"balance-{split}"
-    ratio = shipped_ratio(split)
-    if ratio is None:
+    if not (source / DONE_FILE).is_file():
         return None
+    shipped = json.loads((source / DONE_FILE).read_text(encoding="utf-8"))["params"]
+    ratio = shipped["balance"]["target_ratio"]
     as_shipped = {**params, "balance": {**params["balance"], "target_ratio": ratio}}
-    return source / "balanced.balance.json" if reusable(source, as_shipped) else None
+    return (
+        source / "balanced.balance.json" if params_key(shipped) == params_key(as_shipped) else None
+    )
 
 
 def shipped_words(eye: dict[str, Any], console: Console) -> str | None:
