@@ -141,13 +141,13 @@ def test_model_reasoning_rag_forcer_forces_only_the_actions(tiny_policy):
     text, closed = run(3, "Lome it is.</reason>Lome</answer>")
     assert not closed and text == "<reason>Lome it is.</reason><answer>Lome</answer>"
     # A model token that runs past the close (nano's "><") gets only the rest of the action.
-    forcer._action.clear()
+    forcer.turn.reset()
     past = encode("><")
     if len(past) == 1:  # the tiny tokenizer may have no such token
         text, closed = run(2, encode("Togo.</reason") + past)
         assert closed and text.endswith("Togo.</reason><text_search>Capital?</text_search>")
     # Reasoning that never closes is closed by the forcer after RAG_REASON_LIMIT tokens.
-    forcer._action.clear()
+    forcer.turn.reset()
     text, _ = run(1, " word" * (RAG_REASON_LIMIT + 10))
     assert text.endswith("</reason><search><img></search>")
     assert forcer.budget(96) >= 96 + RAG_REASON_LIMIT

@@ -173,3 +173,30 @@ def test_config_by_preset_name(tmp_path):
     assert load_config(GRPOConfig, tmp_path / "nano_cpu.yaml").steps == 7
     with pytest.raises(FileNotFoundError, match=r"my/nano_cpu.yaml.*presets? \(nano_cpu, "):
         load_config(GRPOConfig, "my/nano_cpu.yaml")
+
+
+def test_forced_search_rollouts_search_first_and_are_logged_apart(tiny_policy, tmp_path):
+    config = tiny_config(tmp_path / "forced", steps=1)
+    config.grpo.forced_search = 1
+    config.engine.max_new_tokens = 60  # the tiny tokenizer spells the tags letter by letter
+    out = train_grpo(config, policy=fresh(tiny_policy), samples=SAMPLES)
+    rollouts = read_metrics(out / "rollouts.jsonl")
+    forced = [r for r in rollouts if r["sample_index"] == 0]
+    free = [r for r in rollouts if r["sample_index"] > 0]
+    assert len(forced) == 2 and len(free) == 4
+    for rollout in forced:
+        first = rollout["turns"][0]
+        assert first["action"] == "image_search"
+        assert first["text"].endswith("</reason><search><img></search>")
+    (metrics,) = read_metrics(out / "metrics.jsonl")
+    # The step's behaviour metrics are those of the free rollouts only; the forced apart.
+    mean = lambda rows: sum(r["reward"]["score"] for r in rows) / len(rows)  # noqa: E731
+    assert metrics["reward_mean"] == pytest.approx(mean(free))
+    assert metrics["forced_reward"] == pytest.approx(mean(forced))
+
+
+def test_forced_search_needs_a_free_rollout_and_an_image_search():
+    with pytest.raises(ValueError, match="forced_search 3 must lie in"):
+        GRPOOptions(group_size=3, forced_search=3)
+    with pytest.raises(ValueError, match="max_image_search is 0"):
+        GRPOConfig(grpo=GRPOOptions(forced_search=1), engine=EngineConfig(max_image_search=0))

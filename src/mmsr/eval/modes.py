@@ -32,6 +32,7 @@ from mmsr.data.record import Sample
 from mmsr.eval.records import MODES, EvalRecord, record_from_trajectory, sample_golds
 from mmsr.models.precision import check_matmul_dtype
 from mmsr.reward import RewardConfig, answer_matches
+from mmsr.rollout.forcing import REASON_LIMIT, ReasonThenAction
 from mmsr.rollout.protocol import SearchLimits
 
 # The fixed reasoning before each of the RAG workflow's three actions (`rag_turns`).
@@ -42,9 +43,9 @@ RAG_REASONS = (
 )
 RAG_QUERIES = ("question", "model")
 RAG_REASONING = ("fixed", "model")
-# rag_reasoning="model": the model writes each turn's reasoning; then the workflow's action.
-REASON_OPEN, REASON_CLOSE = "<reason>", "</reason>"
-RAG_REASON_LIMIT = 64  # model reasoning tokens before the forcer closes the reasoning
+# rag_reasoning="model": the model writes each turn's reasoning (up to RAG_REASON_LIMIT
+# tokens), then the workflow's action.
+RAG_REASON_LIMIT = REASON_LIMIT
 GREEDY_TEMPERATURE = 1e-4  # logits / 1e-4: any lead of 0.01 nats wins with odds e^-100
 
 
@@ -194,24 +195,12 @@ class ModelReasoningRagForcer(_RagForcerBase):
     reads_tokens = True
 
     def build(self, samples: Sequence[Sample], rag_query: str) -> None:
-        from mmsr.rollout.engine import FREE_NO_STOP
-
-        tokenizer = self.tokenizer
-        self.free_no_stop = FREE_NO_STOP
-        self.open = tokenizer.encode(REASON_OPEN, add_special_tokens=False)
-        self.close = tokenizer.encode(REASON_CLOSE, add_special_tokens=False)
+        self.turn = ReasonThenAction(self.tokenizer)
         self.actions = [rag_actions(sample.question, rag_query) for sample in samples]
-        # (group, sample, turn) -> (step where the forced action starts, its tokens)
-        self._action: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
         longest_action = max(
-            (
-                len(tokenizer.encode(a, add_special_tokens=False))
-                for acts in self.actions
-                for a, _ in acts
-            ),
-            default=0,
+            (self.turn.overhead(a) for acts in self.actions for a, _ in acts), default=0
         )
-        self.longest = len(self.open) + RAG_REASON_LIMIT + len(self.close) + longest_action + 1
+        self.longest = RAG_REASON_LIMIT + longest_action + 1
 
     def budget(self, max_new_tokens: int) -> int:
         """The engine's per-turn budget: reasoning, a forced action, then the model's own
@@ -225,25 +214,11 @@ class ModelReasoningRagForcer(_RagForcerBase):
         if turn > len(acts):
             return None
         action, whole = acts[turn - 1]
-        if step < len(self.open):
-            return self.open[step]
         key = (group, sample_index, turn)
-        if key not in self._action:
-            reasoning = self.tokenizer.decode(list(tokens[len(self.open) : step]))
-            if REASON_CLOSE in reasoning:
-                # A token may run past the close ("><"): force only the rest of the action.
-                after = reasoning.split(REASON_CLOSE, 1)[1]
-                rest = action[len(after) :] if action.startswith(after) else action
-                self._action[key] = (step, self.tokenizer.encode(rest, add_special_tokens=False))
-            elif step - len(self.open) >= RAG_REASON_LIMIT:
-                forced = REASON_CLOSE + action
-                self._action[key] = (step, self.tokenizer.encode(forced, add_special_tokens=False))
-            else:
-                return self.free_no_stop
-        start, forced = self._action[key]
-        if step < start + len(forced):
-            return forced[step - start]
-        if whole or self.own_part_spent(step - start - len(forced)):
+        forced = self.turn.token(key, action, step, tokens)
+        if forced is not None:
+            return forced
+        if whole or self.own_part_spent(self.turn.after_action(key, step)):
             return self.end_of_turn
         return None
 

@@ -127,6 +127,12 @@ class ReplicateConfig:
     grpo_kl_coef: float = 0.001
     """Weight of the k3 KL to the SFT model in GRPO's loss (the preset and the paper: 0.001;
     token mean, so one decision token's KL is diluted by the whole reply's)."""
+    grpo_forced_search: int = 0
+    """Rollouts per GRPO group forced to make an image search in their first turn, after
+    their own reasoning (`GRPOOptions.forced_search`; not in the paper): every group then
+    compares searching with the policy's own choice on its question, where four free
+    rollouts usually all make the same decision and the decision drifts with the draws
+    (stops 28-29). Training metrics are the free rollouts'."""
     max_new_tokens: int = 96
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
@@ -180,6 +186,11 @@ class ReplicateConfig:
             raise ValueError(f"--grpo-temperature {self.grpo_temperature} must be > 0")
         if self.grpo_kl_coef < 0:
             raise ValueError(f"--grpo-kl-coef {self.grpo_kl_coef} must be >= 0")
+        if not 0 <= self.grpo_forced_search < self.group_size:
+            raise ValueError(
+                f"--grpo-forced-search {self.grpo_forced_search} must lie in [0, --group-size "
+                f"{self.group_size})"
+            )
         if self.grpo_lr <= 0:
             raise ValueError(f"--grpo-lr {self.grpo_lr} must be > 0")
         for name in ("target_ratio", "train_target_ratio"):

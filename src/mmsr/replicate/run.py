@@ -150,14 +150,15 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "temperature": config.grpo_temperature, **precision_param(config),
                   **sampling_param(config),
                   **since_added(std_norm=(config.grpo_std_norm, True),
-                                kl_coef=(config.grpo_kl_coef, 0.001))}  # fmt: skip
+                                kl_coef=(config.grpo_kl_coef, 0.001),
+                                forced_search=(config.grpo_forced_search, 0))}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **training_stage(
                 grpo_stage, config, (out / name, sft["model"], params), tools, console, state,
                 data=data, search_penalty=penalty, lr=config.grpo_lr,
                 temperature=config.grpo_temperature, std_norm=config.grpo_std_norm,
-                kl_coef=config.grpo_kl_coef,
+                kl_coef=config.grpo_kl_coef, forced_search=config.grpo_forced_search,
             )}  # fmt: skip
         number += 1
 

@@ -134,8 +134,21 @@ class GRPOOptions:
     by the sampler's own rounding, which old_logp already carries)."""
     recompute_old_logp: bool = False
     """Recompute old_logp with a training-layout forward instead of the sampler's values."""
+    forced_search: int = 0
+    """Search exploration (not in the paper; 0: off): the first `forced_search` rollouts of
+    every group reason freely and then make an image search in their first turn
+    (`mmsr.rollout.forcing.ForcedSearchForcer`); the forced tokens are trained on like
+    sampled ones, with the policy's own log-prob of them. Every group then holds both
+    decisions, so its advantages compare searching with the policy's own choice on that
+    question. The step's rollout metrics (reward, accuracy, search ratio) are those of
+    the free rollouts; `forced_acc` / `forced_reward` those of the forced ones."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.forced_search < self.group_size:
+            raise ValueError(
+                f"grpo.forced_search {self.forced_search} must lie in [0, group_size "
+                f"{self.group_size}): at least one rollout per group must be the policy's own"
+            )
         if self.loss_agg not in LOSS_AGGREGATIONS:
             raise ValueError(f"grpo.loss_agg {self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")
         if self.group_size < 1 or self.micro_batch_size < 1 or self.ppo_epochs < 1:
@@ -192,6 +205,13 @@ class GRPOConfig:
     """Rollout budget and sampling (mmsr.rollout.engine.EngineConfig)."""
     run: RunOptions = field(default_factory=RunOptions)
     """Outputs."""
+
+    def __post_init__(self) -> None:
+        if self.grpo.forced_search and self.engine.max_image_search < 1:
+            raise ValueError(
+                f"grpo.forced_search {self.grpo.forced_search} forces image searches, but "
+                "engine.max_image_search is 0"
+            )
 
 
 @dataclass

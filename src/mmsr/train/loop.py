@@ -131,8 +131,15 @@ def train_grpo(
         order.epoch, order.position = state["data_order"]["epoch"], state["data_order"]["position"]
         console.print(f"resumed from {found} (step {step})")
     record = frozen_trunk_layers(model) if config.grpo.replay_trunk else 0
-    engine = RolloutEngine(policy, tools, config.engine, record_trunk=record)
     tokenizer = policy.tokenizer
+    forcer = None
+    if config.grpo.forced_search:
+        from mmsr.rollout.forcing import ForcedSearchForcer
+
+        forcer = ForcedSearchForcer(
+            tokenizer, config.grpo.forced_search, config.engine.max_new_tokens
+        )
+    engine = RolloutEngine(policy, tools, config.engine, record_trunk=record, forcer=forcer)
     pad_id = tokenizer.pad_token_id
     pad_id = int(pad_id if pad_id is not None else tokenizer.convert_tokens_to_ids("<|im_end|>"))
     logger = MetricsLogger(
@@ -195,6 +202,8 @@ def grpo_step(
     writes the step's rollouts to `rollout_log` when given)."""
     started = time.perf_counter()
     batch = [samples[i] for i in order.take(config.prompts_per_step)]
+    if engine.forcer is not None:
+        engine.forcer.reset()
     # Step-seeded rollouts: a resumed run samples exactly what an uninterrupted one would.
     trajectories = engine.rollout(
         batch, n=config.grpo.group_size, seed=config.run.seed * 1_000_003 + step
@@ -220,8 +229,21 @@ def grpo_step(
     update_s = time.perf_counter() - update_started
     tokens = sum(t.length for t in trajectories)
     sampled = sum(t.n_sampled_tokens for t in trajectories)
+    # The policy's behaviour is that of its free rollouts; forced ones are logged apart.
+    forced = [t.sample_index < config.grpo.forced_search for t in trajectories]
+    free = [i for i, f in enumerate(forced) if not f]
+    behaviour = rollout_metrics(
+        [scores[i] for i in free], [trajectories[i] for i in free],
+        [asked[i].category for i in free],
+    )  # fmt: skip
+    if any(forced):
+        forced_scores = [s for s, f in zip(scores, forced, strict=True) if f]
+        behaviour["forced_acc"] = sum(float(s["acc"]) for s in forced_scores) / len(forced_scores)
+        behaviour["forced_reward"] = sum(float(s["score"]) for s in forced_scores) / len(
+            forced_scores
+        )
     return {
-        **rollout_metrics(scores, trajectories, [sample.category for sample in asked]),
+        **behaviour,
         **update,
         "tokens_per_s": tokens * config.grpo.ppo_epochs / max(update_s, 1e-9),
         "rollout_tokens_per_s": sampled / max(rollout_s, 1e-9),

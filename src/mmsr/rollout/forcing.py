@@ -1,0 +1,118 @@
+"""Token forcers that let the model reason and then force the turn's action.
+
+The engine asks a forcer for each token (`mmsr.rollout.engine.TokenForcer`); a forced
+token is recorded with the policy's own log-prob of it, so forced trajectories are ordinary
+trajectories. Two users:
+
+- the RAG workflow with the model's own reasoning (`mmsr.eval.modes.ModelReasoningRagForcer`):
+  every turn's action is the workflow's;
+- GRPO's search exploration (`ForcedSearchForcer`): the first rollouts of each group make
+  an image search in their first turn, whatever the policy would have chosen, so that every
+  group holds both decisions and its advantages say, for that question, whether searching
+  paid (with four free rollouts a group usually makes one decision only, and the decision
+  then drifts with the draws: docs/RESULTS.md, stops 28-29).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+REASON_OPEN, REASON_CLOSE = "<reason>", "</reason>"
+REASON_LIMIT = 64  # model reasoning tokens before the forcer closes the reasoning
+IMAGE_SEARCH_ACTION = "<search><img></search>"
+
+
+class ReasonThenAction:
+    """One turn as `<reason>` + the model's reasoning + a forced action: the model may not
+    end the turn while reasoning; once it writes `</reason>` (or after `reason_limit`
+    tokens, when the forcer closes it) the action's tokens follow. Remembers where each
+    (group, sample, turn) started its action until `reset`."""
+
+    def __init__(self, tokenizer, reason_limit: int = REASON_LIMIT):
+        from mmsr.rollout.engine import FREE_NO_STOP
+
+        self.tokenizer = tokenizer
+        self.free_no_stop = FREE_NO_STOP
+        self.reason_limit = reason_limit
+        self.open = tokenizer.encode(REASON_OPEN, add_special_tokens=False)
+        self.close = tokenizer.encode(REASON_CLOSE, add_special_tokens=False)
+        # (group, sample, turn) -> (step where the forced action starts, its tokens)
+        self._action: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
+
+    def reset(self) -> None:
+        self._action.clear()
+
+    def overhead(self, action: str) -> int:
+        """Tokens of the turn besides the reasoning: the tags and the action."""
+        return len(self.open) + len(self.close) + len(self.encode(action))
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def token(
+        self, key: tuple[int, int, int], action: str, step: int, tokens: Sequence[int]
+    ) -> int | None:
+        """The token to force at `step` of the turn `key` (`tokens`: the turn's so far);
+        None once the action has been written (the caller decides what follows)."""
+        if step < len(self.open):
+            return self.open[step]
+        if key not in self._action:
+            reasoning = self.tokenizer.decode(list(tokens[len(self.open) : step]))
+            if REASON_CLOSE in reasoning:
+                # A token may run past the close ("><"): force only the rest of the action.
+                after = reasoning.split(REASON_CLOSE, 1)[1]
+                rest = action[len(after) :] if action.startswith(after) else action
+                self._action[key] = (step, self.encode(rest))
+            elif step - len(self.open) >= self.reason_limit:
+                self._action[key] = (step, self.encode(REASON_CLOSE + action))
+            else:
+                return self.free_no_stop
+        start, forced = self._action[key]
+        if step < start + len(forced):
+            return forced[step - start]
+        return None
+
+    def after_action(self, key: tuple[int, int, int], step: int) -> int:
+        """Tokens the model has written after turn `key`'s forced action, at `step` (only
+        once `token` has returned None for that turn)."""
+        start, forced = self._action[key]
+        return step - start - len(forced)
+
+
+class ForcedSearchForcer:
+    """GRPO's search exploration: rollouts with `sample_index < rollouts` reason freely and
+    then make an image search in their first turn; every later turn, and every other
+    rollout, is the policy's own. Call `reset` before each batch of rollouts."""
+
+    reads_tokens = True
+
+    def __init__(self, tokenizer, rollouts: int, max_new_tokens: int):
+        self.rollouts = rollouts
+        self.end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        turn = ReasonThenAction(tokenizer)
+        # The reasoning is closed early enough that the action and <|im_end|> fit the turn.
+        room = max_new_tokens - turn.overhead(IMAGE_SEARCH_ACTION) - 1
+        if room < 1:
+            raise ValueError(
+                f"max_new_tokens {max_new_tokens} leaves no room to reason before a forced "
+                f"image search ({turn.overhead(IMAGE_SEARCH_ACTION) + 2} tokens needed)"
+            )
+        turn.reason_limit = min(REASON_LIMIT, room)
+        self.turn = turn
+
+    def reset(self) -> None:
+        self.turn.reset()
+
+    def is_forced(self, sample_index: int) -> bool:
+        return sample_index < self.rollouts
+
+    def __call__(
+        self, group: int, sample_index: int, turn: int, step: int, tokens: Sequence[int] = ()
+    ) -> int | None:
+        if turn != 1 or not self.is_forced(sample_index):
+            return None
+        key = (group, sample_index, turn)
+        forced = self.turn.token(key, IMAGE_SEARCH_ACTION, step, tokens)
+        if forced is not None:
+            return forced
+        return self.end_of_turn  # the search action is the whole rest of the turn
