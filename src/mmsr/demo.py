@@ -288,7 +288,7 @@ def sft_stage(
 GRPO_STEP_KEYS = ("reward_mean", "acc", "format_rate", "search_ratio", "correct_no_search",
                   "kl", "step_s", "acc_search_free", "acc_search_required",
                   "search_ratio_search_free", "search_ratio_search_required",
-                  "forced_acc")  # fmt: skip
+                  "forced_search_acc", "forced_answer_acc")  # fmt: skip
 
 
 def grpo_stage(
@@ -403,13 +403,14 @@ def grpo_config(
     std_norm: bool | None = None,
     kl_coef: float | None = None,
     forced_search: int = 0,
+    forced_answer: int = 0,
 ):
     """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
     at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
     replication sets its own `lr`, rollout `temperature` and whether advantages are divided
     by their group's std (`std_norm`), the weight of the KL to the start (`kl_coef`;
-    None: the preset's) and how many rollouts per group are forced to search first
-    (`forced_search`, `GRPOOptions.forced_search`)."""
+    None: the preset's) and how many rollouts per group are forced to search first or to
+    answer at once (`forced_search`, `forced_answer`: `GRPOOptions`)."""
     from mmsr.train.config import GRPOConfig, load_config
 
     preset = load_config(GRPOConfig, "nano_cpu")
@@ -429,6 +430,7 @@ def grpo_config(
             norm_adv_by_std=preset.grpo.norm_adv_by_std if std_norm is None else std_norm,
             kl_coef=preset.grpo.kl_coef if kl_coef is None else kl_coef,
             forced_search=forced_search,
+            forced_answer=forced_answer,
         ),
         engine=dataclasses.replace(
             preset.engine,

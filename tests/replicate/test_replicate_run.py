@@ -309,8 +309,9 @@ def test_bench_options_map_to_the_config():
         ReplicateConfig(grpo_kl_coef=-1)
     assert bench.parse_args(["--grpo-lr", "2e-5"])[0].grpo_lr == 2e-5
     assert bench.parse_args(["--grpo-forced-search", "1"])[0].grpo_forced_search == 1
-    with pytest.raises(ValueError, match="--grpo-forced-search 4 must lie in"):
-        ReplicateConfig(grpo_forced_search=4)
+    assert bench.parse_args(["--grpo-forced-answer", "1"])[0].grpo_forced_answer == 1
+    with pytest.raises(ValueError, match="--grpo-forced-search 2 \\+ --grpo-forced-answer 2"):
+        ReplicateConfig(grpo_forced_search=2, grpo_forced_answer=2)
     assert bench.parse_args(["--sft-answer-weight", "4"])[0].sft_answer_weight == 4.0
 
 

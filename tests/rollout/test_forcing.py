@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmsr.rollout.engine import FREE_NO_STOP
-from mmsr.rollout.forcing import IMAGE_SEARCH_ACTION, REASON_LIMIT, ForcedSearchForcer
+from mmsr.rollout.forcing import ANSWER_ROOM, IMAGE_SEARCH_ACTION, REASON_LIMIT, DecisionForcer
 
 
 def play(forcer, tokenizer, group, sample_index, turn, model_text):
@@ -27,32 +27,41 @@ def play(forcer, tokenizer, group, sample_index, turn, model_text):
         emitted.append(token)
 
 
-def test_forced_rollouts_search_after_their_own_reasoning(tiny_policy):
+def test_forced_rollouts_search_or_answer_after_their_own_reasoning(tiny_policy):
     tokenizer = tiny_policy.tokenizer
-    forcer = ForcedSearchForcer(tokenizer, rollouts=1, max_new_tokens=96)
+    forcer = DecisionForcer(tokenizer, search=1, answer=1, max_new_tokens=96)
+    assert [forcer.decision(i) for i in range(3)] == ["image_search", "answer", None]
     text, closed = play(forcer, tokenizer, 0, 0, 1, "It is Togo.</reason><answer>Lome</answer>")
     assert closed and text == "<reason>It is Togo.</reason><search><img></search>"
-    # Other rollouts of the group, and the forced rollout's later turns, are the policy's own.
-    assert play(forcer, tokenizer, 0, 1, 1, "x") == (None, False)
+    # The second rollout answers at once: <answer> is forced, the answer is the model's.
+    text, closed = play(forcer, tokenizer, 0, 1, 1, "Togo.</reason>Lome</answer>")
+    assert not closed and text == "<reason>Togo.</reason><answer>Lome</answer>"
+    # Other rollouts of the group, and the forced rollouts' later turns, are the policy's.
+    assert play(forcer, tokenizer, 0, 2, 1, "x") == (None, False)
     assert play(forcer, tokenizer, 0, 0, 2, "x") == (None, False)
-    # Each group's first rollout is forced.
+    # Every group's first rollouts are forced.
     text, closed = play(forcer, tokenizer, 3, 0, 1, "Hmm.</reason>")
     assert closed and text.endswith("</reason><search><img></search>")
 
 
 def test_reasoning_is_closed_so_that_the_search_fits_the_turn(tiny_policy):
     tokenizer = tiny_policy.tokenizer
-    forcer = ForcedSearchForcer(tokenizer, rollouts=2, max_new_tokens=60)
+    forcer = DecisionForcer(tokenizer, search=2, answer=0, max_new_tokens=60)
     text, closed = play(forcer, tokenizer, 0, 1, 1, " word" * 200)
     assert closed and text.endswith("</reason><search><img></search>")
     assert len(tokenizer.encode(text, add_special_tokens=False)) + 1 <= 60
     # The default budget keeps the RAG workflow's reasoning limit; reset forgets the turns.
-    wide = ForcedSearchForcer(tokenizer, rollouts=1, max_new_tokens=400)
+    wide = DecisionForcer(tokenizer, search=1, answer=0, max_new_tokens=400)
     text, _ = play(wide, tokenizer, 0, 0, 1, " word" * 200)
     written = len(tokenizer.encode(text, add_special_tokens=False))
     assert written == REASON_LIMIT + wide.turn.overhead(IMAGE_SEARCH_ACTION)
     wide.reset()
     text, _ = play(wide, tokenizer, 0, 0, 1, "Short.</reason>")
     assert text == "<reason>Short.</reason><search><img></search>"
+    # A forced answer keeps ANSWER_ROOM tokens for the model's answer.
+    answering = DecisionForcer(tokenizer, search=0, answer=1, max_new_tokens=60)
+    text, _ = play(answering, tokenizer, 0, 0, 1, " word" * 200)
+    head = text[: text.index("</reason><answer>") + len("</reason><answer>")]
+    assert len(tokenizer.encode(head, add_special_tokens=False)) + ANSWER_ROOM + 1 <= 60
     with pytest.raises(ValueError, match="max_new_tokens 4 leaves no room"):
-        ForcedSearchForcer(tokenizer, rollouts=1, max_new_tokens=4)
+        DecisionForcer(tokenizer, search=1, answer=0, max_new_tokens=4)

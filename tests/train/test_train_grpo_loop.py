@@ -175,28 +175,30 @@ def test_config_by_preset_name(tmp_path):
         load_config(GRPOConfig, "my/nano_cpu.yaml")
 
 
-def test_forced_search_rollouts_search_first_and_are_logged_apart(tiny_policy, tmp_path):
+def test_forced_decisions_are_made_and_logged_apart(tiny_policy, tmp_path):
     config = tiny_config(tmp_path / "forced", steps=1)
-    config.grpo.forced_search = 1
+    config.grpo.forced_search, config.grpo.forced_answer = 1, 1
     config.engine.max_new_tokens = 60  # the tiny tokenizer spells the tags letter by letter
     out = train_grpo(config, policy=fresh(tiny_policy), samples=SAMPLES)
     rollouts = read_metrics(out / "rollouts.jsonl")
-    forced = [r for r in rollouts if r["sample_index"] == 0]
-    free = [r for r in rollouts if r["sample_index"] > 0]
-    assert len(forced) == 2 and len(free) == 4
-    for rollout in forced:
+    by_index = {i: [r for r in rollouts if r["sample_index"] == i] for i in range(3)}
+    assert [len(rows) for rows in by_index.values()] == [2, 2, 2]
+    for rollout in by_index[0]:
         first = rollout["turns"][0]
         assert first["action"] == "image_search"
         assert first["text"].endswith("</reason><search><img></search>")
+    for rollout in by_index[1]:  # (the tiny random model's answer may not close its tag)
+        assert "</reason><answer>" in rollout["turns"][0]["text"]
     (metrics,) = read_metrics(out / "metrics.jsonl")
     # The step's behaviour metrics are those of the free rollouts only; the forced apart.
     mean = lambda rows: sum(r["reward"]["score"] for r in rows) / len(rows)  # noqa: E731
-    assert metrics["reward_mean"] == pytest.approx(mean(free))
-    assert metrics["forced_reward"] == pytest.approx(mean(forced))
+    assert metrics["reward_mean"] == pytest.approx(mean(by_index[2]))
+    assert metrics["forced_search_reward"] == pytest.approx(mean(by_index[0]))
+    assert metrics["forced_answer_reward"] == pytest.approx(mean(by_index[1]))
 
 
-def test_forced_search_needs_a_free_rollout_and_an_image_search():
-    with pytest.raises(ValueError, match="forced_search 3 must lie in"):
-        GRPOOptions(group_size=3, forced_search=3)
+def test_forced_decisions_need_a_free_rollout_and_an_image_search():
+    with pytest.raises(ValueError, match="forced_search 2 \\+ grpo.forced_answer 1 must lie"):
+        GRPOOptions(group_size=3, forced_search=2, forced_answer=1)
     with pytest.raises(ValueError, match="max_image_search is 0"):
         GRPOConfig(grpo=GRPOOptions(forced_search=1), engine=EngineConfig(max_image_search=0))

@@ -129,10 +129,14 @@ class ReplicateConfig:
     token mean, so one decision token's KL is diluted by the whole reply's)."""
     grpo_forced_search: int = 0
     """Rollouts per GRPO group forced to make an image search in their first turn, after
-    their own reasoning (`GRPOOptions.forced_search`; not in the paper): every group then
-    compares searching with the policy's own choice on its question, where four free
-    rollouts usually all make the same decision and the decision drifts with the draws
-    (stops 28-29). Training metrics are the free rollouts'."""
+    their own reasoning (`GRPOOptions.forced_search`; not in the paper). Alone (stop 30,
+    1 of 4) it drove GRPO main to searching in every free rollout from step 5 on: on a
+    question it knows, no rollout answered at once to show that searching cost reward."""
+    grpo_forced_answer: int = 0
+    """Rollouts per GRPO group forced to answer at once after their own reasoning
+    (`GRPOOptions.forced_answer`): with `grpo_forced_search`, every group holds both
+    decisions, where four free rollouts usually all make the same one and the decision
+    drifts with the draws (stops 28-29). Training metrics are the free rollouts'."""
     max_new_tokens: int = 96
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
@@ -186,10 +190,11 @@ class ReplicateConfig:
             raise ValueError(f"--grpo-temperature {self.grpo_temperature} must be > 0")
         if self.grpo_kl_coef < 0:
             raise ValueError(f"--grpo-kl-coef {self.grpo_kl_coef} must be >= 0")
-        if not 0 <= self.grpo_forced_search < self.group_size:
+        forced = self.grpo_forced_search + self.grpo_forced_answer
+        if min(self.grpo_forced_search, self.grpo_forced_answer) < 0 or forced >= self.group_size:
             raise ValueError(
-                f"--grpo-forced-search {self.grpo_forced_search} must lie in [0, --group-size "
-                f"{self.group_size})"
+                f"--grpo-forced-search {self.grpo_forced_search} + --grpo-forced-answer "
+                f"{self.grpo_forced_answer} must lie in [0, --group-size {self.group_size})"
             )
         if self.grpo_lr <= 0:
             raise ValueError(f"--grpo-lr {self.grpo_lr} must be > 0")

@@ -6,11 +6,12 @@ trajectories. Two users:
 
 - the RAG workflow with the model's own reasoning (`mmsr.eval.modes.ModelReasoningRagForcer`):
   every turn's action is the workflow's;
-- GRPO's search exploration (`ForcedSearchForcer`): the first rollouts of each group make
-  an image search in their first turn, whatever the policy would have chosen, so that every
-  group holds both decisions and its advantages say, for that question, whether searching
-  paid (with four free rollouts a group usually makes one decision only, and the decision
-  then drifts with the draws: docs/RESULTS.md, stops 28-29).
+- GRPO's decision exploration (`DecisionForcer`): in every group some rollouts make an
+  image search in their first turn and some answer at once, whatever the policy would
+  have chosen, so that every group holds both decisions and its advantages say, for that
+  question, whether searching paid (with four free rollouts a group usually makes one
+  decision only, and the decision then drifts with the draws: docs/RESULTS.md, stops
+  28-30).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 REASON_OPEN, REASON_CLOSE = "<reason>", "</reason>"
 REASON_LIMIT = 64  # model reasoning tokens before the forcer closes the reasoning
 IMAGE_SEARCH_ACTION = "<search><img></search>"
+ANSWER_ACTION = "<answer>"
+ANSWER_ROOM = 16  # tokens left for a forced-open answer (nano's answers: a few words)
 
 
 class ReasonThenAction:
@@ -79,40 +82,53 @@ class ReasonThenAction:
         return step - start - len(forced)
 
 
-class ForcedSearchForcer:
-    """GRPO's search exploration: rollouts with `sample_index < rollouts` reason freely and
-    then make an image search in their first turn; every later turn, and every other
+class DecisionForcer:
+    """GRPO's decision exploration: in every group, rollouts with `sample_index < search`
+    reason freely and then make an image search in their first turn, the next `answer`
+    ones reason and then open `<answer>` (the model writes the answer, in at most
+    `ANSWER_ROOM` tokens before the turn's budget ends). Every later turn, and every other
     rollout, is the policy's own. Call `reset` before each batch of rollouts."""
 
     reads_tokens = True
 
-    def __init__(self, tokenizer, rollouts: int, max_new_tokens: int):
-        self.rollouts = rollouts
+    def __init__(self, tokenizer, search: int, answer: int, max_new_tokens: int):
+        self.search, self.answer = search, answer
         self.end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        turn = ReasonThenAction(tokenizer)
-        # The reasoning is closed early enough that the action and <|im_end|> fit the turn.
-        room = max_new_tokens - turn.overhead(IMAGE_SEARCH_ACTION) - 1
+        self.turn = ReasonThenAction(tokenizer)
+        # Reasoning is closed early enough that the longest forced action, the answer's
+        # room and <|im_end|> fit the turn.
+        needed = max(
+            self.turn.overhead(IMAGE_SEARCH_ACTION) if search else 0,
+            self.turn.overhead(ANSWER_ACTION) + ANSWER_ROOM if answer else 0,
+        )
+        room = max_new_tokens - needed - 1
         if room < 1:
             raise ValueError(
                 f"max_new_tokens {max_new_tokens} leaves no room to reason before a forced "
-                f"image search ({turn.overhead(IMAGE_SEARCH_ACTION) + 2} tokens needed)"
+                f"decision ({needed + 2} tokens needed)"
             )
-        turn.reason_limit = min(REASON_LIMIT, room)
-        self.turn = turn
+        self.turn.reason_limit = min(REASON_LIMIT, room)
 
     def reset(self) -> None:
         self.turn.reset()
 
-    def is_forced(self, sample_index: int) -> bool:
-        return sample_index < self.rollouts
+    def decision(self, sample_index: int) -> str | None:
+        """'image_search', 'answer', or None (the policy's own) for a group's rollout."""
+        if sample_index < self.search:
+            return "image_search"
+        if sample_index < self.search + self.answer:
+            return "answer"
+        return None
 
     def __call__(
         self, group: int, sample_index: int, turn: int, step: int, tokens: Sequence[int] = ()
     ) -> int | None:
-        if turn != 1 or not self.is_forced(sample_index):
+        decision = self.decision(sample_index)
+        if turn != 1 or decision is None:
             return None
         key = (group, sample_index, turn)
-        forced = self.turn.token(key, IMAGE_SEARCH_ACTION, step, tokens)
-        if forced is not None:
-            return forced
+        action = IMAGE_SEARCH_ACTION if decision == "image_search" else ANSWER_ACTION
+        forced = self.turn.token(key, action, step, tokens)
+        if forced is not None or decision == "answer":
+            return forced  # the model writes the answer itself
         return self.end_of_turn  # the search action is the whole rest of the turn

@@ -135,19 +135,26 @@ class GRPOOptions:
     recompute_old_logp: bool = False
     """Recompute old_logp with a training-layout forward instead of the sampler's values."""
     forced_search: int = 0
-    """Search exploration (not in the paper; 0: off): the first `forced_search` rollouts of
-    every group reason freely and then make an image search in their first turn
-    (`mmsr.rollout.forcing.ForcedSearchForcer`); the forced tokens are trained on like
-    sampled ones, with the policy's own log-prob of them. Every group then holds both
-    decisions, so its advantages compare searching with the policy's own choice on that
-    question. The step's rollout metrics (reward, accuracy, search ratio) are those of
-    the free rollouts; `forced_acc` / `forced_reward` those of the forced ones."""
+    """Decision exploration (not in the paper; 0: off): the first `forced_search` rollouts
+    of every group reason freely and then make an image search in their first turn
+    (`mmsr.rollout.forcing.DecisionForcer`); the forced tokens are trained on like sampled
+    ones, with the policy's own log-prob of them. The step's rollout metrics (reward,
+    accuracy, search ratio) are those of the free rollouts; `forced_search_acc` /
+    `forced_search_reward` those of these ones."""
+    forced_answer: int = 0
+    """Decision exploration: the next `forced_answer` rollouts of every group reason and then
+    answer at once (`<answer>` is forced, the answer is the model's). With both, every group
+    holds both decisions, so its advantages say whether searching paid on that question;
+    forcing search alone drove nano to search always (docs/RESULTS.md, stop 30).
+    Metrics: `forced_answer_acc` / `forced_answer_reward`."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.forced_search < self.group_size:
+        forced = self.forced_search + self.forced_answer
+        if min(self.forced_search, self.forced_answer) < 0 or forced >= self.group_size:
             raise ValueError(
-                f"grpo.forced_search {self.forced_search} must lie in [0, group_size "
-                f"{self.group_size}): at least one rollout per group must be the policy's own"
+                f"grpo.forced_search {self.forced_search} + grpo.forced_answer "
+                f"{self.forced_answer} must lie in [0, group_size {self.group_size}): at "
+                "least one rollout per group must be the policy's own"
             )
         if self.loss_agg not in LOSS_AGGREGATIONS:
             raise ValueError(f"grpo.loss_agg {self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")

@@ -133,12 +133,13 @@ def train_grpo(
     record = frozen_trunk_layers(model) if config.grpo.replay_trunk else 0
     tokenizer = policy.tokenizer
     forcer = None
-    if config.grpo.forced_search:
-        from mmsr.rollout.forcing import ForcedSearchForcer
+    if config.grpo.forced_search or config.grpo.forced_answer:
+        from mmsr.rollout.forcing import DecisionForcer
 
-        forcer = ForcedSearchForcer(
-            tokenizer, config.grpo.forced_search, config.engine.max_new_tokens
-        )
+        forcer = DecisionForcer(
+            tokenizer, config.grpo.forced_search, config.grpo.forced_answer,
+            config.engine.max_new_tokens,
+        )  # fmt: skip
     engine = RolloutEngine(policy, tools, config.engine, record_trunk=record, forcer=forcer)
     pad_id = tokenizer.pad_token_id
     pad_id = int(pad_id if pad_id is not None else tokenizer.convert_tokens_to_ids("<|im_end|>"))
@@ -230,18 +231,18 @@ def grpo_step(
     tokens = sum(t.length for t in trajectories)
     sampled = sum(t.n_sampled_tokens for t in trajectories)
     # The policy's behaviour is that of its free rollouts; forced ones are logged apart.
-    forced = [t.sample_index < config.grpo.forced_search for t in trajectories]
-    free = [i for i, f in enumerate(forced) if not f]
+    decision = engine.forcer.decision if engine.forcer is not None else lambda _: None
+    kinds = [decision(t.sample_index) for t in trajectories]
+    free = [i for i, kind in enumerate(kinds) if kind is None]
     behaviour = rollout_metrics(
         [scores[i] for i in free], [trajectories[i] for i in free],
         [asked[i].category for i in free],
     )  # fmt: skip
-    if any(forced):
-        forced_scores = [s for s, f in zip(scores, forced, strict=True) if f]
-        behaviour["forced_acc"] = sum(float(s["acc"]) for s in forced_scores) / len(forced_scores)
-        behaviour["forced_reward"] = sum(float(s["score"]) for s in forced_scores) / len(
-            forced_scores
-        )
+    for kind, name in (("image_search", "forced_search"), ("answer", "forced_answer")):
+        rows = [scores[i] for i, k in enumerate(kinds) if k == kind]
+        if rows:
+            behaviour[f"{name}_acc"] = sum(float(s["acc"]) for s in rows) / len(rows)
+            behaviour[f"{name}_reward"] = sum(float(s["score"]) for s in rows) / len(rows)
     return {
         **behaviour,
         **update,
