@@ -59,7 +59,8 @@ def test_small_build_reproduces_shipped_records(small_build, shipped_world):
     assert not [q for q in built_questions if q["extra"]["entity"] in ("mf", "ps-gz")]
     for row in built_questions:
         path = row["images"][0]["path"]
-        assert (out / path).read_bytes() == (root / path).read_bytes(), path
+        assert_same_image(out / path, root / path)
+
     for row in built_entities:
         assert (out / row["flag"]).read_bytes() == (root / row["flag"]).read_bytes()
 
@@ -87,3 +88,18 @@ def test_missing_npm_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(flags_module.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="npm"):
         flags_module.fetch_npm_flags(cache_dir=tmp_path)
+
+
+def assert_same_image(built, shipped) -> None:
+    """The same bytes, or the same picture up to the CPU's rounding: Pillow's resampling
+    takes SIMD paths that differ by CPU, and on an AMD EPYC (stop 30) Nepal's flag, resized
+    from over 256 px, came out with a mean difference of 0.003 levels (at most 5 of 255)."""
+    if built.read_bytes() == shipped.read_bytes():
+        return
+    import numpy as np
+    from PIL import Image
+
+    a, b = (np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) for p in (built, shipped))
+    assert a.shape == b.shape, built.name
+    difference = np.abs(a - b)
+    assert difference.mean() < 0.05 and difference.max() <= 16, (built.name, difference.mean())
