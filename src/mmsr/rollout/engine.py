@@ -71,7 +71,8 @@ if TYPE_CHECKING:
 # to sample anything but an end-of-turn token, or None to sample freely. A forced token is
 # recorded with the model's true log-prob of it (loss mask 1): the policy's bookkeeping is
 # the same, only the draw is steered. A forcer with a true `reads_tokens` attribute is also
-# given the turn's tokens so far (`tokens=`), to steer on what the model wrote.
+# given the turn's tokens so far (`tokens=`), to steer on what the model wrote. A forcer
+# with a `reset` method (one that remembers turns) is reset at the start of every rollout.
 TokenForcer = Callable[[int, int, int, int], "int | None"]
 FREE_NO_STOP = -1
 # A replay script: (0-based turn index, texts of the observations so far) -> assistant text.
@@ -423,6 +424,8 @@ class RolloutEngine:
         """`n` trajectories per sample (a GRPO group; `trajectory.group` is the sample's
         index), in order sample-major: [s0 x n, s1 x n, ...]."""
         seed = self.config.seed if seed is None else seed
+        if hasattr(self.forcer, "reset"):  # its turns are keyed by (group, sample, turn)
+            self.forcer.reset()
         conversations = [
             self._start(sample, group, index, seed)
             for group, sample in enumerate(samples)

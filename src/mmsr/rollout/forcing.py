@@ -87,7 +87,7 @@ class DecisionForcer:
     reason freely and then make an image search in their first turn, the next `answer`
     ones reason and then open `<answer>` (the model writes the answer, in at most
     `ANSWER_ROOM` tokens before the turn's budget ends). Every later turn, and every other
-    rollout, is the policy's own. Call `reset` before each batch of rollouts."""
+    rollout, is the policy's own. The engine calls `reset` before each batch of rollouts."""
 
     reads_tokens = True
 

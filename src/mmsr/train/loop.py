@@ -203,8 +203,6 @@ def grpo_step(
     writes the step's rollouts to `rollout_log` when given)."""
     started = time.perf_counter()
     batch = [samples[i] for i in order.take(config.prompts_per_step)]
-    if engine.forcer is not None:
-        engine.forcer.reset()
     # Step-seeded rollouts: a resumed run samples exactly what an uninterrupted one would.
     trajectories = engine.rollout(
         batch, n=config.grpo.group_size, seed=config.run.seed * 1_000_003 + step
