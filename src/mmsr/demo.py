@@ -288,7 +288,8 @@ def sft_stage(
 GRPO_STEP_KEYS = ("reward_mean", "acc", "format_rate", "search_ratio", "correct_no_search",
                   "kl", "step_s", "acc_search_free", "acc_search_required",
                   "search_ratio_search_free", "search_ratio_search_required",
-                  "forced_search_acc", "forced_answer_acc")  # fmt: skip
+                  "forced_search_acc", "forced_answer_acc", "forced_search_searched",
+                  "forced_answer_searched")  # fmt: skip
 
 
 def grpo_stage(
@@ -404,13 +405,14 @@ def grpo_config(
     kl_coef: float | None = None,
     forced_search: int = 0,
     forced_answer: int = 0,
+    forced_at: str = "action",
 ):
     """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
     at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
     replication sets its own `lr`, rollout `temperature` and whether advantages are divided
     by their group's std (`std_norm`), the weight of the KL to the start (`kl_coef`;
     None: the preset's) and how many rollouts per group are forced to search first or to
-    answer at once (`forced_search`, `forced_answer`: `GRPOOptions`)."""
+    answer at once, and where (`forced_search`, `forced_answer`, `forced_at`: `GRPOOptions`)."""
     from mmsr.train.config import GRPOConfig, load_config
 
     preset = load_config(GRPOConfig, "nano_cpu")
@@ -431,6 +433,7 @@ def grpo_config(
             kl_coef=preset.grpo.kl_coef if kl_coef is None else kl_coef,
             forced_search=forced_search,
             forced_answer=forced_answer,
+            forced_at=forced_at,
         ),
         engine=dataclasses.replace(
             preset.engine,

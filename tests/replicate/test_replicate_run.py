@@ -310,6 +310,9 @@ def test_bench_options_map_to_the_config():
     assert bench.parse_args(["--grpo-lr", "2e-5"])[0].grpo_lr == 2e-5
     assert bench.parse_args(["--grpo-forced-search", "1"])[0].grpo_forced_search == 1
     assert bench.parse_args(["--grpo-forced-answer", "1"])[0].grpo_forced_answer == 1
+    assert bench.parse_args(["--grpo-forced-at", "reasoning"])[0].grpo_forced_at == "reasoning"
+    with pytest.raises(ValueError, match="--grpo-forced-at 'start'"):
+        ReplicateConfig(grpo_forced_at="start")
     with pytest.raises(ValueError, match="--grpo-forced-search 2 \\+ --grpo-forced-answer 2"):
         ReplicateConfig(grpo_forced_search=2, grpo_forced_answer=2)
     assert bench.parse_args(["--sft-answer-weight", "4"])[0].sft_answer_weight == 4.0

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from mmsr.rollout.engine import FREE_NO_STOP
-from mmsr.rollout.forcing import ANSWER_ROOM, IMAGE_SEARCH_ACTION, REASON_LIMIT, DecisionForcer
+from mmsr.rollout.forcing import (
+    ANSWER_ROOM,
+    ANSWER_WORDS,
+    FIRST_SENTENCE_LIMIT,
+    IMAGE_SEARCH_ACTION,
+    REASON_LIMIT,
+    SEARCH_WORDS,
+    DecisionForcer,
+)
 
 
 def play(forcer, tokenizer, group, sample_index, turn, model_text):
@@ -65,3 +73,33 @@ def test_reasoning_is_closed_so_that_the_search_fits_the_turn(tiny_policy):
     assert len(tokenizer.encode(head, add_special_tokens=False)) + ANSWER_ROOM + 1 <= 60
     with pytest.raises(ValueError, match="max_new_tokens 4 leaves no room"):
         DecisionForcer(tokenizer, search=1, answer=0, max_new_tokens=4)
+
+
+def test_forced_words_start_the_reasonings_second_sentence(tiny_policy):
+    tokenizer = tiny_policy.tokenizer
+    forcer = DecisionForcer(tokenizer, search=1, answer=1, max_new_tokens=160, at="reasoning")
+    asks = "Capital? It asks."  # (the tiny tokenizer spells it letter by letter)
+    text, closed = play(forcer, tokenizer, 0, 0, 1, asks + ", so I search.</reason>")
+    assert not closed and text == f"<reason>{asks} {SEARCH_WORDS}, so I search.</reason>"
+    text, _ = play(forcer, tokenizer, 0, 1, 1, asks + " Togo.</reason><answer>Lome</answer>")
+    assert text == f"<reason>{asks} {ANSWER_WORDS} Togo.</reason><answer>Lome</answer>"
+    # The free rollouts and later turns are the model's; a reasoning that writes a tag
+    # before its first full stop is left alone.
+    assert play(forcer, tokenizer, 0, 2, 1, "x") == (None, False)
+    assert play(forcer, tokenizer, 0, 0, 2, "x") == (None, False)
+    text, _ = play(forcer, tokenizer, 1, 0, 1, "Hmm</reason><answer>Lome</answer>")
+    assert text == "<reason>Hmm</reason><answer>Lome</answer>"
+    # Without a full stop the words come after FIRST_SENTENCE_LIMIT tokens; reset forgets.
+    text, _ = play(forcer, tokenizer, 2, 0, 1, " word" * 100)
+    said = (" word" * 100)[:FIRST_SENTENCE_LIMIT]  # a token a letter
+    assert text.startswith(f"<reason>{said} {SEARCH_WORDS}")
+    forcer.reset()
+    text, _ = play(forcer, tokenizer, 2, 0, 1, "Short. x")
+    assert text == f"<reason>Short. {SEARCH_WORDS} x"
+
+
+def test_forced_words_need_a_known_place_and_room(tiny_policy):
+    with pytest.raises(ValueError, match="forced decisions at 'answer'"):
+        DecisionForcer(tiny_policy.tokenizer, search=1, answer=0, max_new_tokens=96, at="answer")
+    with pytest.raises(ValueError, match="max_new_tokens 40 leaves no room"):
+        DecisionForcer(tiny_policy.tokenizer, 1, 0, max_new_tokens=40, at="reasoning")

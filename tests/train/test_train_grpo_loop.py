@@ -197,6 +197,32 @@ def test_forced_decisions_are_made_and_logged_apart(tiny_policy, tmp_path):
     assert metrics["forced_answer_reward"] == pytest.approx(mean(by_index[1]))
 
 
+def test_decisions_forced_in_the_reasoning_leave_the_action_to_the_model(tiny_policy, tmp_path):
+    from mmsr.rollout.forcing import ANSWER_WORDS, SEARCH_WORDS
+
+    config = tiny_config(tmp_path / "words", steps=1)
+    config.grpo.forced_search, config.grpo.forced_answer = 1, 1
+    config.grpo.forced_at = "reasoning"
+    config.engine.max_new_tokens = 120  # the tiny tokenizer spells words letter by letter
+    out = train_grpo(config, policy=fresh(tiny_policy), samples=SAMPLES)
+    rollouts = read_metrics(out / "rollouts.jsonl")
+    for index, words in ((0, SEARCH_WORDS), (1, ANSWER_WORDS)):
+        firsts = [r["turns"][0]["text"] for r in rollouts if r["sample_index"] == index]
+        assert any(words in first for first in firsts)
+        for first in firsts:
+            # The words follow the first full stop, unless a tag came before it.
+            before = first.split(words)[0] if words in first else first
+            assert words in first or "<" in before.removeprefix("<reason>")
+            assert before.startswith("<reason>")
+    (metrics,) = read_metrics(out / "metrics.jsonl")
+    searched = [r for r in rollouts if r["sample_index"] == 0]
+    made = [r["reward"]["n_image_search"] + r["reward"]["n_text_search"] > 0 for r in searched]
+    assert metrics["forced_search_searched"] == pytest.approx(sum(made) / len(made))
+    assert 0.0 <= metrics["forced_answer_searched"] <= 1.0
+    with pytest.raises(ValueError, match="grpo.forced_at 'end' is not"):
+        GRPOOptions(forced_at="end")
+
+
 def test_forced_decisions_need_a_free_rollout_and_an_image_search():
     with pytest.raises(ValueError, match="forced_search 2 \\+ grpo.forced_answer 1 must lie"):
         GRPOOptions(group_size=3, forced_search=2, forced_answer=1)

@@ -17,6 +17,7 @@ from mmsr.train.optim import build_optimizer, build_scheduler
 from mmsr.train.sft import (
     PLANS,
     answer_token_weights,
+    asks_for,
     choose_plan,
     is_flag_question,
     plan_fits,
@@ -63,6 +64,19 @@ def test_plan_turns_use_the_protocol_tags(world_samples):
     actions = [parse_action(t).kind for t in turns]
     assert actions == ["image_search", "text_search", "answer"]
     assert parse_action(turns[-1]).answer == sample.answer
+
+
+def test_grpo_forces_its_decisions_where_the_scripts_decide(world_samples):
+    from mmsr.rollout.forcing import ANSWER_WORDS, SEARCH_WORDS
+
+    # GRPO's `forced_at="reasoning"` writes its words after the reasoning's first full stop:
+    # the scripts' first sentence says what the question asks for, the second decides.
+    assert {s.extra.get("qtype") for s in world_samples} >= {"flag", "capital"}
+    for sample in world_samples:
+        start = f"<reason>{asks_for(sample)} "
+        assert asks_for(sample).count(".") == 1 and asks_for(sample).endswith(".")
+        assert plan_turns("image", sample, "Togo")[0].startswith(start + SEARCH_WORDS + ",")
+        assert plan_turns("answer", sample, "Togo")[0].startswith(start + ANSWER_WORDS + " ")
 
 
 def tiny_engine(tiny_policy):

@@ -137,6 +137,11 @@ class ReplicateConfig:
     (`GRPOOptions.forced_answer`): with `grpo_forced_search`, every group holds both
     decisions, where four free rollouts usually all make the same one and the decision
     drifts with the draws (stops 28-29). Training metrics are the free rollouts'."""
+    grpo_forced_at: str = "action"
+    """Where those rollouts' decision is forced (`GRPOOptions.forced_at`): 'action' (after
+    their own reasoning; stop 30: the reasoning had mostly chosen already) or 'reasoning'
+    (its second sentence starts with the SFT scripts' "I cannot tell which flag this is" /
+    "This is the flag of", the rest is the model's)."""
     max_new_tokens: int = 96
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
@@ -195,6 +200,10 @@ class ReplicateConfig:
             raise ValueError(
                 f"--grpo-forced-search {self.grpo_forced_search} + --grpo-forced-answer "
                 f"{self.grpo_forced_answer} must lie in [0, --group-size {self.group_size})"
+            )
+        if self.grpo_forced_at not in ("action", "reasoning"):
+            raise ValueError(
+                f"--grpo-forced-at {self.grpo_forced_at!r}: choose 'action' or 'reasoning'"
             )
         if self.grpo_lr <= 0:
             raise ValueError(f"--grpo-lr {self.grpo_lr} must be > 0")

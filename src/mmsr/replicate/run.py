@@ -152,7 +152,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   **since_added(std_norm=(config.grpo_std_norm, True),
                                 kl_coef=(config.grpo_kl_coef, 0.001),
                                 forced_search=(config.grpo_forced_search, 0),
-                                forced_answer=(config.grpo_forced_answer, 0))}  # fmt: skip
+                                forced_answer=(config.grpo_forced_answer, 0),
+                                forced_at=(config.grpo_forced_at, "action"))}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **training_stage(
@@ -160,7 +161,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                 data=data, search_penalty=penalty, lr=config.grpo_lr,
                 temperature=config.grpo_temperature, std_norm=config.grpo_std_norm,
                 kl_coef=config.grpo_kl_coef, forced_search=config.grpo_forced_search,
-                forced_answer=config.grpo_forced_answer,
+                forced_answer=config.grpo_forced_answer, forced_at=config.grpo_forced_at,
             )}  # fmt: skip
         number += 1
 

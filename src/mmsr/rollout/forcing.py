@@ -11,7 +11,10 @@ trajectories. Two users:
   have chosen, so that every group holds both decisions and its advantages say, for that
   question, whether searching paid (with four free rollouts a group usually makes one
   decision only, and the decision then drifts with the draws: docs/RESULTS.md, stops
-  28-30).
+  28-30). The decision is forced either as the action after the model's reasoning
+  (`at="action"`), or where nano's SFT scripts make it, at the start of the reasoning's
+  second sentence (`at="reasoning"`, `WordsAfterFirstSentence`): "I cannot tell which flag
+  this is" against "This is the flag of", the rest of the turn being the model's own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ REASON_LIMIT = 64  # model reasoning tokens before the forcer closes the reasoni
 IMAGE_SEARCH_ACTION = "<search><img></search>"
 ANSWER_ACTION = "<answer>"
 ANSWER_ROOM = 16  # tokens left for a forced-open answer (nano's answers: a few words)
+# Where the SFT scripts decide (`mmsr.train.sft.plan_turns`): the reasoning's first sentence
+# says what the question asks for, the second starts with one of these.
+SEARCH_WORDS = "I cannot tell which flag this is"
+ANSWER_WORDS = "This is the flag of"  # `mmsr.train.align.NAMING`
+FIRST_SENTENCE_LIMIT = 32  # reasoning tokens before the words are forced anyway
+FORCED_AT = ("action", "reasoning")
 
 
 class ReasonThenAction:
@@ -82,18 +91,79 @@ class ReasonThenAction:
         return step - start - len(forced)
 
 
+class WordsAfterFirstSentence:
+    """One turn as `<reason>` + the model's first sentence + forced words; the rest of the
+    turn (reasoning, action) is the model's. The model may not end the turn before the
+    words; they follow the first sentence's full stop, or `FIRST_SENTENCE_LIMIT` tokens.
+    A model that writes a tag before its first full stop is left alone (it did not reason
+    as the scripts do: forcing words then would land outside the reasoning)."""
+
+    def __init__(self, tokenizer):
+        from mmsr.rollout.engine import FREE_NO_STOP
+
+        self.tokenizer = tokenizer
+        self.free_no_stop = FREE_NO_STOP
+        self.open = tokenizer.encode(REASON_OPEN, add_special_tokens=False)
+        # (group, sample, turn) -> (step where the words start, their tokens); None: left alone
+        self._words: dict[tuple[int, int, int], tuple[int, list[int]] | None] = {}
+
+    def reset(self) -> None:
+        self._words.clear()
+
+    def overhead(self, words: str) -> int:
+        return len(self.open) + FIRST_SENTENCE_LIMIT + len(self.encode(" " + words))
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def token(
+        self, key: tuple[int, int, int], words: str, step: int, tokens: Sequence[int]
+    ) -> int | None:
+        """The token to force at `step` of the turn `key`; None where the model is free."""
+        if step < len(self.open):
+            return self.open[step]
+        if key not in self._words:
+            said = self.tokenizer.decode(list(tokens[len(self.open) : step]))
+            if "<" in said:
+                self._words[key] = None
+            elif said.rstrip().endswith(".") or step - len(self.open) >= FIRST_SENTENCE_LIMIT:
+                spaced = words if said.endswith((" ", "\n")) else " " + words
+                self._words[key] = (step, self.encode(spaced))
+            else:
+                return self.free_no_stop
+        placed = self._words[key]
+        if placed is None:
+            return None
+        start, forced = placed
+        return forced[step - start] if step < start + len(forced) else None
+
+
 class DecisionForcer:
     """GRPO's decision exploration: in every group, rollouts with `sample_index < search`
     reason freely and then make an image search in their first turn, the next `answer`
     ones reason and then open `<answer>` (the model writes the answer, in at most
-    `ANSWER_ROOM` tokens before the turn's budget ends). Every later turn, and every other
-    rollout, is the policy's own. The engine calls `reset` before each batch of rollouts."""
+    `ANSWER_ROOM` tokens before the turn's budget ends). With `at="reasoning"` they start
+    their reasoning's second sentence with `SEARCH_WORDS` / `ANSWER_WORDS` instead, and
+    write the rest of the turn themselves. Every later turn, and every other rollout, is
+    the policy's own. The engine calls `reset` before each rollout."""
 
     reads_tokens = True
 
-    def __init__(self, tokenizer, search: int, answer: int, max_new_tokens: int):
-        self.search, self.answer = search, answer
+    def __init__(
+        self, tokenizer, search: int, answer: int, max_new_tokens: int, at: str = "action"
+    ):
+        if at not in FORCED_AT:
+            raise ValueError(f"forced decisions at {at!r}: choose one of {FORCED_AT}")
+        self.search, self.answer, self.at = search, answer, at
         self.end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.words = WordsAfterFirstSentence(tokenizer)
+        if at == "reasoning":
+            needed = max(self.words.overhead(SEARCH_WORDS), self.words.overhead(ANSWER_WORDS))
+            if needed + ANSWER_ROOM >= max_new_tokens:
+                raise ValueError(
+                    f"max_new_tokens {max_new_tokens} leaves no room to finish the turn after "
+                    f"forced words ({needed + ANSWER_ROOM + 1} tokens needed)"
+                )
         self.turn = ReasonThenAction(tokenizer)
         # Reasoning is closed early enough that the longest forced action, the answer's
         # room and <|im_end|> fit the turn.
@@ -111,6 +181,7 @@ class DecisionForcer:
 
     def reset(self) -> None:
         self.turn.reset()
+        self.words.reset()
 
     def decision(self, sample_index: int) -> str | None:
         """'image_search', 'answer', or None (the policy's own) for a group's rollout."""
@@ -127,6 +198,9 @@ class DecisionForcer:
         if turn != 1 or decision is None:
             return None
         key = (group, sample_index, turn)
+        if self.at == "reasoning":
+            words = SEARCH_WORDS if decision == "image_search" else ANSWER_WORDS
+            return self.words.token(key, words, step, tokens)
         action = IMAGE_SEARCH_ACTION if decision == "image_search" else ANSWER_ACTION
         forced = self.turn.token(key, action, step, tokens)
         if forced is not None or decision == "answer":

@@ -147,6 +147,13 @@ class GRPOOptions:
     holds both decisions, so its advantages say whether searching paid on that question;
     forcing search alone drove nano to search always (docs/RESULTS.md, stop 30).
     Metrics: `forced_answer_acc` / `forced_answer_reward`."""
+    forced_at: str = "action"
+    """Where the forced rollouts' decision is forced: 'action' (the tags after the model's
+    own reasoning), or 'reasoning': the second sentence of the first turn's reasoning starts
+    with the words mmsr's SFT scripts decide with ("I cannot tell which flag this is" /
+    "This is the flag of"), and the model writes the rest of the turn. For policies SFT'd
+    on those scripts (nano): after a reasoning that already chose, a forced action is no
+    test of the other choice (stop 30, docs/RESULTS.md)."""
 
     def __post_init__(self) -> None:
         forced = self.forced_search + self.forced_answer
@@ -156,6 +163,8 @@ class GRPOOptions:
                 f"{self.forced_answer} must lie in [0, group_size {self.group_size}): at "
                 "least one rollout per group must be the policy's own"
             )
+        if self.forced_at not in ("action", "reasoning"):
+            raise ValueError(f"grpo.forced_at {self.forced_at!r} is not 'action' or 'reasoning'")
         if self.loss_agg not in LOSS_AGGREGATIONS:
             raise ValueError(f"grpo.loss_agg {self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")
         if self.group_size < 1 or self.micro_batch_size < 1 or self.ppo_epochs < 1:

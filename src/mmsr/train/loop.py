@@ -138,7 +138,7 @@ def train_grpo(
 
         forcer = DecisionForcer(
             tokenizer, config.grpo.forced_search, config.grpo.forced_answer,
-            config.engine.max_new_tokens,
+            config.engine.max_new_tokens, at=config.grpo.forced_at,
         )  # fmt: skip
     engine = RolloutEngine(policy, tools, config.engine, record_trunk=record, forcer=forcer)
     pad_id = tokenizer.pad_token_id
@@ -241,6 +241,9 @@ def grpo_step(
         if rows:
             behaviour[f"{name}_acc"] = sum(float(s["acc"]) for s in rows) / len(rows)
             behaviour[f"{name}_reward"] = sum(float(s["score"]) for s in rows) / len(rows)
+            # Forced words (`forced_at="reasoning"`) leave the action to the model.
+            searched = [s["n_image_search"] + s["n_text_search"] > 0 for s in rows]
+            behaviour[f"{name}_searched"] = sum(searched) / len(rows)
     return {
         **behaviour,
         **update,

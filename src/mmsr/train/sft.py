@@ -36,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mmsr.data.record import Sample, SampleImage
 from mmsr.models.precision import matmul_precision
 from mmsr.rollout.batch import collate
+from mmsr.rollout.forcing import SEARCH_WORDS
 from mmsr.rollout.logprobs import token_logprobs
 from mmsr.rollout.trajectory import Trajectory
 from mmsr.train.align import answer_text
@@ -269,7 +270,8 @@ def plan_turns(
     # easy for a small model to copy, and it puts the topic right before the choices that
     # need it (answer with the flag, or look up its topic; which line of the results to
     # quote). v8 nano dropped the topic after the image search and quoted other facts.
-    look = f"<reason>{asks} I cannot tell which flag this is, so I search with the image.</reason>"
+    # GRPO's decision exploration forces these words where the scripts decide (`at="reasoning"`).
+    look = f"<reason>{asks} {SEARCH_WORDS}, so I search with the image.</reason>"
     image = f"{look}<search><img></search>"
     found = f"<reason>{asks} The results show the flag of {entity_name}.</reason>"
     if plan == "image":
