@@ -141,7 +141,9 @@ class ReplicateConfig:
     """Where those rollouts' decision is forced (`GRPOOptions.forced_at`): 'action' (after
     their own reasoning; stop 30: the reasoning had mostly chosen already) or 'reasoning'
     (its second sentence starts with the SFT scripts' "I cannot tell which flag this is" /
-    "This is the flag of", the rest is the model's)."""
+    "This is the flag of", the rest is the model's). Stop 31, 1 + 1 of 4 forced at the
+    reasoning: the decision stopped drifting to an end at train ratio 1.0, but the greedy
+    model still under-searched (docs/RESULTS.md, "Forcing the decision where nano makes it")."""
     max_new_tokens: int = 96
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
