@@ -110,6 +110,11 @@ class WordsAfterFirstSentence:
     def reset(self) -> None:
         self._words.clear()
 
+    def placed(self, key: tuple[int, int, int]) -> tuple[int, list[int]] | None:
+        """Where turn `key`'s words were forced: (step, their tokens); None if they were
+        not (yet, or the turn was left alone)."""
+        return self._words.get(key)
+
     def overhead(self, words: str) -> int:
         return len(self.open) + FIRST_SENTENCE_LIMIT + len(self.encode(" " + words))
 
