@@ -16,7 +16,6 @@ splits them best (where a model's decision lands, against where it should).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mmsr.data.io import read_samples
+from mmsr.eval.run import read_run_records
 from mmsr.models.loading import load_policy
 from mmsr.rollout.engine import EngineConfig, RolloutEngine
 from mmsr.rollout.forcing import ANSWER_WORDS, SEARCH_WORDS, WordsAfterFirstSentence
@@ -80,13 +80,14 @@ def best_split(scores: list[tuple[float, bool]]) -> tuple[float, int]:
     return best, right(best)
 
 
-def report(run: Path, model: str) -> str:
+def what_it_knows(run: Path, model: str) -> dict[str, bool]:
+    """Per question: whether the model answered it right in its direct run."""
+    direct = read_run_records(run / "eval" / f"{model}-direct", "--run")
+    return {record.sample_id: record.correct for record in direct}
+
+
+def report(run: Path, model: str, known: dict[str, bool]) -> str:
     samples = read_samples(run / "balance-test" / "balanced.parquet")
-    known = {}
-    with (run / "eval" / f"{model}-direct" / "trajectories.jsonl").open() as lines:
-        for line in lines:
-            row = json.loads(line)
-            known[row["sample_id"]] = bool(row["correct_rule"])
     folder = run / ("sft" if model == "sft" else f"grpo-{model}") / "final"
     policy = load_policy(str(folder))
     search = first_word_logps(policy, samples, SEARCH_WORDS)
@@ -116,15 +117,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for model in args.models:
-        if not (args.run / "eval" / f"{model}-direct").is_dir():
-            raise SystemExit(f"{args.run}/eval/{model}-direct not found: run its direct evaluation")
+    try:  # every model's direct run, before loading the first model
+        known = {model: what_it_knows(args.run, model) for model in args.models}
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"{err} (run the model's direct evaluation first)") from err
     print("| model | known : not known | AUC | known, greedy searches | not known, greedy "
           "searches | median score known / not | right greedy decisions | best threshold "
           "(right decisions) |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for model in args.models:
-        print(report(args.run, model), flush=True)
+        print(report(args.run, model, known[model]), flush=True)
 
 
 if __name__ == "__main__":

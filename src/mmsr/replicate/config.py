@@ -203,10 +203,10 @@ class ReplicateConfig:
                 f"--grpo-forced-search {self.grpo_forced_search} + --grpo-forced-answer "
                 f"{self.grpo_forced_answer} must lie in [0, --group-size {self.group_size})"
             )
-        if self.grpo_forced_at not in ("action", "reasoning"):
-            raise ValueError(
-                f"--grpo-forced-at {self.grpo_forced_at!r}: choose 'action' or 'reasoning'"
-            )
+        from mmsr.rollout.forcing import FORCED_AT
+
+        if self.grpo_forced_at not in FORCED_AT:
+            raise ValueError(f"--grpo-forced-at {self.grpo_forced_at!r}: choose one of {FORCED_AT}")
         if self.grpo_lr <= 0:
             raise ValueError(f"--grpo-lr {self.grpo_lr} must be > 0")
         for name in ("target_ratio", "train_target_ratio"):

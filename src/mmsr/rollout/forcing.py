@@ -34,32 +34,44 @@ FIRST_SENTENCE_LIMIT = 32  # reasoning tokens before the words are forced anyway
 FORCED_AT = ("action", "reasoning")
 
 
-class ReasonThenAction:
-    """One turn as `<reason>` + the model's reasoning + a forced action: the model may not
-    end the turn while reasoning; once it writes `</reason>` (or after `reason_limit`
-    tokens, when the forcer closes it) the action's tokens follow. Remembers where each
-    (group, sample, turn) started its action until `reset`."""
+class ForcedInTurn:
+    """A turn that opens `<reason>` and has one run of tokens forced somewhere after it;
+    remembers, per (group, sample, turn), where that run starts and its tokens (None: the
+    turn was left alone) until `reset`."""
 
-    def __init__(self, tokenizer, reason_limit: int = REASON_LIMIT):
+    def __init__(self, tokenizer):
         from mmsr.rollout.engine import FREE_NO_STOP
 
         self.tokenizer = tokenizer
         self.free_no_stop = FREE_NO_STOP
-        self.reason_limit = reason_limit
-        self.open = tokenizer.encode(REASON_OPEN, add_special_tokens=False)
-        self.close = tokenizer.encode(REASON_CLOSE, add_special_tokens=False)
-        # (group, sample, turn) -> (step where the forced action starts, its tokens)
-        self._action: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
+        self.open = self.encode(REASON_OPEN)
+        self._placed: dict[tuple[int, int, int], tuple[int, list[int]] | None] = {}
 
     def reset(self) -> None:
-        self._action.clear()
+        self._placed.clear()
+
+    def placed(self, key: tuple[int, int, int]) -> tuple[int, list[int]] | None:
+        """Where turn `key`'s run was forced: (step, its tokens); None if it was not (yet,
+        or the turn was left alone)."""
+        return self._placed.get(key)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+
+class ReasonThenAction(ForcedInTurn):
+    """One turn as `<reason>` + the model's reasoning + a forced action: the model may not
+    end the turn while reasoning; once it writes `</reason>` (or after `reason_limit`
+    tokens, when the forcer closes it) the action's tokens follow."""
+
+    def __init__(self, tokenizer, reason_limit: int = REASON_LIMIT):
+        super().__init__(tokenizer)
+        self.reason_limit = reason_limit
+        self.close = self.encode(REASON_CLOSE)
 
     def overhead(self, action: str) -> int:
         """Tokens of the turn besides the reasoning: the tags and the action."""
         return len(self.open) + len(self.close) + len(self.encode(action))
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def token(
         self, key: tuple[int, int, int], action: str, step: int, tokens: Sequence[int]
@@ -68,18 +80,18 @@ class ReasonThenAction:
         None once the action has been written (the caller decides what follows)."""
         if step < len(self.open):
             return self.open[step]
-        if key not in self._action:
+        if key not in self._placed:
             reasoning = self.tokenizer.decode(list(tokens[len(self.open) : step]))
             if REASON_CLOSE in reasoning:
                 # A token may run past the close ("><"): force only the rest of the action.
                 after = reasoning.split(REASON_CLOSE, 1)[1]
                 rest = action[len(after) :] if action.startswith(after) else action
-                self._action[key] = (step, self.encode(rest))
+                self._placed[key] = (step, self.encode(rest))
             elif step - len(self.open) >= self.reason_limit:
-                self._action[key] = (step, self.encode(REASON_CLOSE + action))
+                self._placed[key] = (step, self.encode(REASON_CLOSE + action))
             else:
                 return self.free_no_stop
-        start, forced = self._action[key]
+        start, forced = self._placed[key]
         if step < start + len(forced):
             return forced[step - start]
         return None
@@ -87,39 +99,19 @@ class ReasonThenAction:
     def after_action(self, key: tuple[int, int, int], step: int) -> int:
         """Tokens the model has written after turn `key`'s forced action, at `step` (only
         once `token` has returned None for that turn)."""
-        start, forced = self._action[key]
+        start, forced = self._placed[key]
         return step - start - len(forced)
 
 
-class WordsAfterFirstSentence:
+class WordsAfterFirstSentence(ForcedInTurn):
     """One turn as `<reason>` + the model's first sentence + forced words; the rest of the
     turn (reasoning, action) is the model's. The model may not end the turn before the
     words; they follow the first sentence's full stop, or `FIRST_SENTENCE_LIMIT` tokens.
     A model that writes a tag before its first full stop is left alone (it did not reason
     as the scripts do: forcing words then would land outside the reasoning)."""
 
-    def __init__(self, tokenizer):
-        from mmsr.rollout.engine import FREE_NO_STOP
-
-        self.tokenizer = tokenizer
-        self.free_no_stop = FREE_NO_STOP
-        self.open = tokenizer.encode(REASON_OPEN, add_special_tokens=False)
-        # (group, sample, turn) -> (step where the words start, their tokens); None: left alone
-        self._words: dict[tuple[int, int, int], tuple[int, list[int]] | None] = {}
-
-    def reset(self) -> None:
-        self._words.clear()
-
-    def placed(self, key: tuple[int, int, int]) -> tuple[int, list[int]] | None:
-        """Where turn `key`'s words were forced: (step, their tokens); None if they were
-        not (yet, or the turn was left alone)."""
-        return self._words.get(key)
-
     def overhead(self, words: str) -> int:
         return len(self.open) + FIRST_SENTENCE_LIMIT + len(self.encode(" " + words))
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def token(
         self, key: tuple[int, int, int], words: str, step: int, tokens: Sequence[int]
@@ -127,16 +119,16 @@ class WordsAfterFirstSentence:
         """The token to force at `step` of the turn `key`; None where the model is free."""
         if step < len(self.open):
             return self.open[step]
-        if key not in self._words:
+        if key not in self._placed:
             said = self.tokenizer.decode(list(tokens[len(self.open) : step]))
             if "<" in said:
-                self._words[key] = None
+                self._placed[key] = None
             elif said.rstrip().endswith(".") or step - len(self.open) >= FIRST_SENTENCE_LIMIT:
                 spaced = words if said.endswith((" ", "\n")) else " " + words
-                self._words[key] = (step, self.encode(spaced))
+                self._placed[key] = (step, self.encode(spaced))
             else:
                 return self.free_no_stop
-        placed = self._words[key]
+        placed = self._placed[key]
         if placed is None:
             return None
         start, forced = placed
@@ -162,6 +154,7 @@ class DecisionForcer:
         self.search, self.answer, self.at = search, answer, at
         self.end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.words = WordsAfterFirstSentence(tokenizer)
+        self.turn = ReasonThenAction(tokenizer)
         if at == "reasoning":
             needed = max(self.words.overhead(SEARCH_WORDS), self.words.overhead(ANSWER_WORDS))
             if needed + ANSWER_ROOM >= max_new_tokens:
@@ -169,7 +162,7 @@ class DecisionForcer:
                     f"max_new_tokens {max_new_tokens} leaves no room to finish the turn after "
                     f"forced words ({needed + ANSWER_ROOM + 1} tokens needed)"
                 )
-        self.turn = ReasonThenAction(tokenizer)
+            return
         # Reasoning is closed early enough that the longest forced action, the answer's
         # room and <|im_end|> fit the turn.
         needed = max(

@@ -163,8 +163,10 @@ class GRPOOptions:
                 f"{self.forced_answer} must lie in [0, group_size {self.group_size}): at "
                 "least one rollout per group must be the policy's own"
             )
-        if self.forced_at not in ("action", "reasoning"):
-            raise ValueError(f"grpo.forced_at {self.forced_at!r} is not 'action' or 'reasoning'")
+        from mmsr.rollout.forcing import FORCED_AT
+
+        if self.forced_at not in FORCED_AT:
+            raise ValueError(f"grpo.forced_at {self.forced_at!r} is not one of {FORCED_AT}")
         if self.loss_agg not in LOSS_AGGREGATIONS:
             raise ValueError(f"grpo.loss_agg {self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")
         if self.group_size < 1 or self.micro_batch_size < 1 or self.ppo_epochs < 1:
