@@ -402,6 +402,7 @@ def grpo_config(
     lr: float | None = None,
     temperature: float | None = None,
     std_norm: bool | None = None,
+    std_floor: float | None = None,
     kl_coef: float | None = None,
     forced_search: int = 0,
     forced_answer: int = 0,
@@ -410,7 +411,8 @@ def grpo_config(
     """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
     at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
     replication sets its own `lr`, rollout `temperature` and whether advantages are divided
-    by their group's std (`std_norm`), the weight of the KL to the start (`kl_coef`;
+    by their group's std (`std_norm`) and the least std they are divided by (`std_floor`;
+    None: the preset's), the weight of the KL to the start (`kl_coef`;
     None: the preset's) and how many rollouts per group are forced to search first or to
     answer at once, and where (`forced_search`, `forced_answer`, `forced_at`: `GRPOOptions`)."""
     from mmsr.train.config import GRPOConfig, load_config
@@ -430,6 +432,7 @@ def grpo_config(
             preset.grpo,
             group_size=config.group_size,
             norm_adv_by_std=preset.grpo.norm_adv_by_std if std_norm is None else std_norm,
+            adv_std_floor=preset.grpo.adv_std_floor if std_floor is None else std_floor,
             kl_coef=preset.grpo.kl_coef if kl_coef is None else kl_coef,
             forced_search=forced_search,
             forced_answer=forced_answer,

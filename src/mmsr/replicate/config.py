@@ -124,6 +124,13 @@ class ReplicateConfig:
     that searched in some rollouts gets advantages of +-0.87 from the 0.09 penalty, as
     large as a group split between right and wrong answers. Measured in stop 28: without
     the division GRPO main searched in every rollout from step 5 on (docs/RESULTS.md)."""
+    grpo_std_floor: float = 0.0
+    """The least std GRPO divides a group's advantages by (`GRPOOptions.adv_std_floor`; 0:
+    the group's std as it is). A group right every time whose rollouts differ only by the
+    search penalty has a std of ~0.05, so its 0.09 weighs as much as a wrong answer; with
+    a floor of 0.1 it weighs half as much, and groups split between right and wrong answers
+    (std ~0.5) are unchanged. Between dividing (under-searching, stop 27) and not dividing
+    (always searching, stop 28)."""
     grpo_kl_coef: float = 0.001
     """Weight of the k3 KL to the SFT model in GRPO's loss (the preset and the paper: 0.001;
     token mean, so one decision token's KL is diluted by the whole reply's)."""
@@ -195,6 +202,8 @@ class ReplicateConfig:
             raise ValueError(f"--sft-answer-weight {self.sft_answer_weight} must be > 0")
         if self.grpo_temperature <= 0:
             raise ValueError(f"--grpo-temperature {self.grpo_temperature} must be > 0")
+        if self.grpo_std_floor < 0:
+            raise ValueError(f"--grpo-std-floor {self.grpo_std_floor} must be >= 0")
         if self.grpo_kl_coef < 0:
             raise ValueError(f"--grpo-kl-coef {self.grpo_kl_coef} must be >= 0")
         forced = self.grpo_forced_search + self.grpo_forced_answer

@@ -150,6 +150,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "temperature": config.grpo_temperature, **precision_param(config),
                   **sampling_param(config),
                   **since_added(std_norm=(config.grpo_std_norm, True),
+                                std_floor=(config.grpo_std_floor, 0.0),
                                 kl_coef=(config.grpo_kl_coef, 0.001),
                                 forced_search=(config.grpo_forced_search, 0),
                                 forced_answer=(config.grpo_forced_answer, 0),
@@ -160,8 +161,9 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                 grpo_stage, config, (out / name, sft["model"], params), tools, console, state,
                 data=data, search_penalty=penalty, lr=config.grpo_lr,
                 temperature=config.grpo_temperature, std_norm=config.grpo_std_norm,
-                kl_coef=config.grpo_kl_coef, forced_search=config.grpo_forced_search,
-                forced_answer=config.grpo_forced_answer, forced_at=config.grpo_forced_at,
+                std_floor=config.grpo_std_floor, kl_coef=config.grpo_kl_coef,
+                forced_search=config.grpo_forced_search, forced_answer=config.grpo_forced_answer,
+                forced_at=config.grpo_forced_at,
             )}  # fmt: skip
         number += 1
 

@@ -107,6 +107,13 @@ class GRPOOptions:
     """Trajectories sampled per prompt (n); advantages are normalised within each group."""
     norm_adv_by_std: bool = True
     """Divide group-centred rewards by the group std (False: Dr. GRPO, centring only)."""
+    adv_std_floor: float = 0.0
+    """With `norm_adv_by_std`: divide by at least this, not by a smaller group std (0: the
+    std as it is). A group whose rewards differ only by a small bonus or penalty (mmsr's
+    0.09 for searching, in a group right every time) has a std of ~0.05, so dividing by it
+    makes that penalty weigh as much as a wrong answer; with a floor of 0.1 it weighs half
+    as much, while groups split between right and wrong (std ~0.5) are unchanged. Not in
+    the paper (docs/RESULTS.md, stop 32)."""
     clip_ratio_low: float = 0.2
     """PPO clip: the ratio is kept >= 1 - clip_ratio_low."""
     clip_ratio_high: float = 0.2
@@ -171,6 +178,8 @@ class GRPOOptions:
             raise ValueError(f"grpo.loss_agg {self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")
         if self.group_size < 1 or self.micro_batch_size < 1 or self.ppo_epochs < 1:
             raise ValueError("grpo.group_size, micro_batch_size and ppo_epochs must be >= 1")
+        if self.adv_std_floor < 0:
+            raise ValueError(f"grpo.adv_std_floor must be >= 0, got {self.adv_std_floor}")
         if self.micro_batch_tokens < 0:
             raise ValueError(f"grpo.micro_batch_tokens must be >= 0, got {self.micro_batch_tokens}")
 

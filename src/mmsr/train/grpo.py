@@ -19,11 +19,15 @@ from mmsr.train.shared_trunk import SharedTrunk, TrunkCache, frozen_trunk_layers
 
 
 def group_advantages(
-    rewards: torch.Tensor, groups: torch.Tensor, norm_by_std: bool = True, eps: float = 1e-6
+    rewards: torch.Tensor,
+    groups: torch.Tensor,
+    norm_by_std: bool = True,
+    eps: float = 1e-6,
+    std_floor: float = 0.0,
 ) -> torch.Tensor:
     """[N] advantages: each reward minus its group's mean, divided by the group's unbiased
-    std + eps when `norm_by_std` (veRL `compute_grpo_outcome_advantage`). A group of one
-    gets advantage 0 (mean = itself), as in veRL."""
+    std + eps when `norm_by_std` (veRL `compute_grpo_outcome_advantage`), the std taken as
+    at least `std_floor`. A group of one gets advantage 0 (mean = itself), as in veRL."""
     rewards = rewards.float()
     advantages = torch.zeros_like(rewards)
     for group in groups.unique():
@@ -31,7 +35,7 @@ def group_advantages(
         scores = rewards[members]
         centred = scores - scores.mean()
         if norm_by_std and scores.numel() > 1:
-            centred = centred / (scores.std() + eps)
+            centred = centred / (scores.std().clamp(min=std_floor) + eps)
         advantages[members] = centred
     return advantages
 
@@ -160,7 +164,9 @@ def grpo_update(
     GPU:  mmsr train grpo --config qwen2_5_vl_7b_gpu
     """
     groups = torch.tensor([t.group for t in trajectories])
-    advantages = group_advantages(rewards, groups, options.norm_adv_by_std)
+    advantages = group_advantages(
+        rewards, groups, options.norm_adv_by_std, std_floor=options.adv_std_floor
+    )
     chunks = micro_batches(trajectories, options.micro_batch_size, options.micro_batch_tokens)
     batches = [collate([trajectories[i] for i in chunk], pad_id) for chunk in chunks]
     n_tokens = float(sum(t.n_sampled_tokens for t in trajectories))
