@@ -116,12 +116,12 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     # GRPO options: the balance and SFT stages stay, the GRPO runs and what they feed redo;
     # the GRPO runs train under them
     changed = tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2, grpo_std_norm=False,
-                          grpo_kl_coef=0.05)  # fmt: skip
+                          grpo_kl_coef=0.05, grpo_std_floor=0.1)  # fmt: skip
     more = statuses(run_replication(changed, Console(quiet=True)))
     for run in ("grpo-main", "grpo-no-penalty"):
         resolved = yaml.safe_load((out / run / "config.yaml").read_text())
         assert resolved["steps"] == 2 and resolved["grpo"]["norm_adv_by_std"] is False
-        assert resolved["grpo"]["kl_coef"] == 0.05
+        assert resolved["grpo"]["kl_coef"] == 0.05 and resolved["grpo"]["adv_std_floor"] == 0.1
     redone = {name for name, status in more.items() if status == "ran"}
     assert {"The offline world", "Search tools"} < redone
     assert all(more[n] == "reused" for n in more if n.startswith(("Balance", "SFT")))
@@ -308,6 +308,9 @@ def test_bench_options_map_to_the_config():
     with pytest.raises(ValueError, match="--grpo-kl-coef"):
         ReplicateConfig(grpo_kl_coef=-1)
     assert bench.parse_args(["--grpo-lr", "2e-5"])[0].grpo_lr == 2e-5
+    assert bench.parse_args(["--grpo-std-floor", "0.1"])[0].grpo_std_floor == 0.1
+    with pytest.raises(ValueError, match="--grpo-std-floor -0.1"):
+        ReplicateConfig(grpo_std_floor=-0.1)
     assert bench.parse_args(["--grpo-forced-search", "1"])[0].grpo_forced_search == 1
     assert bench.parse_args(["--grpo-forced-answer", "1"])[0].grpo_forced_answer == 1
     assert bench.parse_args(["--grpo-forced-at", "reasoning"])[0].grpo_forced_at == "reasoning"

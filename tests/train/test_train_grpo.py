@@ -42,6 +42,21 @@ def test_group_advantages_match_hand_computation():
     assert centred.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0])
 
 
+def test_group_advantages_std_floor_only_lifts_small_stds():
+    # group 0: right every time, one rollout searched (0.91): std 0.045 < floor 0.1;
+    # group 1: split right / wrong, std ~0.47 > the floor, so it is divided as before
+    rewards = torch.tensor([0.91, 1.0, 1.0, 1.0, 0.91, 0.1, 0.91, 0.1])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    plain = group_advantages(rewards, groups)
+    floored = group_advantages(rewards, groups, std_floor=0.1)
+    assert plain[:4].tolist() == pytest.approx([-1.5, 0.5, 0.5, 0.5], abs=1e-4)
+    assert floored[:4].tolist() == pytest.approx([-0.675, 0.225, 0.225, 0.225], abs=1e-4)
+    assert floored[4:].tolist() == pytest.approx(plain[4:].tolist())
+    # without the division the floor does nothing
+    centred = group_advantages(rewards, groups, norm_by_std=False, std_floor=0.1)
+    assert centred.tolist() == group_advantages(rewards, groups, norm_by_std=False).tolist()
+
+
 def test_aggregations_match_hand_computation():
     values = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -154,6 +169,8 @@ def test_micro_batches_by_count_and_by_padded_tokens():
     assert micro_batches(rows, 16, max_tokens=100) == [[i] for i in (4, 1, 3, 0, 5, 2)]
     with pytest.raises(ValueError, match="micro_batch_tokens"):
         GRPOOptions(micro_batch_tokens=-1)
+    with pytest.raises(ValueError, match="adv_std_floor must be >= 0, got -0.5"):
+        GRPOOptions(adv_std_floor=-0.5)
 
 
 def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_policy):
