@@ -11,10 +11,13 @@ a test that trains or edits a model must work on a `copy.deepcopy` of it.
 - `tiny_qwen_vl_dir` / `tiny_policy`: a randomly initialised Qwen2.5-VL of ~0.2 M parameters
   with a byte-level tokenizer, saved as a normal checkpoint folder. Milliseconds to load;
   use it where a test needs *a* policy rather than a knowledgeable one.
+- `bench_script`: loads a script of `bench/` by name as a module (they are scripts, not a
+  package).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -157,3 +160,15 @@ def tiny_policy(tiny_qwen_vl_dir):
     from mmsr.models.loading import load_policy
 
     return load_policy(tiny_qwen_vl_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "decision_push.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("decision_push", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def rollout(step, group, score, searched, category):
@@ -33,8 +22,8 @@ ROWS = [
 ]  # fmt: skip
 
 
-def test_net_push_matches_hand_computation():
-    bench = load_bench()
+def test_net_push_matches_hand_computation(bench_script):
+    bench = bench_script("decision_push")
     plain = bench.net_push(ROWS, 0.0)
     # known: the search -1.5 pushes away from searching, each answer's +0.5 too: -3.0;
     # unknown: 4 x 0.866 towards searching
@@ -46,8 +35,10 @@ def test_net_push_matches_hand_computation():
     assert floored["search_required"] == pytest.approx(plain["search_required"])
 
 
-def test_main_prints_a_row_per_floor_and_rejects_a_run_without_rollouts(tmp_path, capsys):
-    bench = load_bench()
+def test_main_prints_a_row_per_floor_and_rejects_a_run_without_rollouts(
+    tmp_path, capsys, bench_script
+):
+    bench = bench_script("decision_push")
     rows = ROWS + [rollout(2, 0, 1.0, False, "search_free") for _ in range(4)]
     (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert bench.main(["--run", str(tmp_path), "--floors", "0", "0.1"]) == 0

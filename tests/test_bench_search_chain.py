@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "search_chain.py"
+import pytest
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("search_chain", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(bench_script):
+    return bench_script("search_chain")
 
 
 def record(top_title, query, text_results, prediction_correct, golds=(".gd", "gd"), answer=None):
@@ -26,14 +21,16 @@ def record(top_title, query, text_results, prediction_correct, golds=(".gd", "gd
             "trajectory": {"tool_calls": calls}}  # fmt: skip
 
 
-def grenada_steps(top_title, query, text_results, answer=".gb"):
+def grenada_steps(bench, top_title, query, text_results, answer=".gb"):
     """The steps of a wrong answer to Grenada's internet-code question."""
     trajectory = record(top_title, query, text_results, prediction_correct=False, answer=answer)
-    return load_bench().chain_steps(trajectory, "Grenada", "internet country code")
+    return bench.chain_steps(trajectory, "Grenada", "internet country code")
 
 
-def test_a_read_failure_is_put_on_the_last_step():
-    steps = grenada_steps("Grenada", "Grenada internet country code", "Internet country code: .gd")
+def test_a_read_failure_is_put_on_the_last_step(bench):
+    steps = grenada_steps(
+        bench, "Grenada", "Grenada internet country code", "Internet country code: .gd"
+    )
     assert steps == {
         "searched": True, "image_top1": True, "text": True, "query_entity": True,
         "query_topic": True, "gold_in_results": True, "correct": False,
@@ -41,19 +38,19 @@ def test_a_read_failure_is_put_on_the_last_step():
     }  # fmt: skip
 
 
-def test_an_answer_that_repeats_the_query_is_counted():
+def test_an_answer_that_repeats_the_query_is_counted(bench):
     query, results = "Grenada internet country code", "Internet country code: .gd"
     for answer in (query, "Grenada internet", "grenada"):
-        assert grenada_steps("Grenada", query, results, answer=answer)["query_as_answer"]
+        assert grenada_steps(bench, "Grenada", query, results, answer=answer)["query_as_answer"]
     # Not when the results did not hold the gold: then the search failed, not the read.
-    assert not grenada_steps("Grenada", query, "Capital: x", answer=query)["query_as_answer"]
-    assert not grenada_steps("Grenada", query, results, answer=None)["query_as_answer"]
+    assert not grenada_steps(bench, "Grenada", query, "Capital: x", answer=query)["query_as_answer"]
+    assert not grenada_steps(bench, "Grenada", query, results, answer=None)["query_as_answer"]
 
 
-def test_a_wrong_country_fails_from_the_image_step():
-    steps = grenada_steps("North Macedonia", "The results say:", "Capital: Skopje")
+def test_a_wrong_country_fails_from_the_image_step(bench):
+    steps = grenada_steps(bench, "North Macedonia", "The results say:", "Capital: Skopje")
     assert not steps["image_top1"] and not steps["query_entity"]
     assert not steps["query_topic"] and not steps["gold_in_results"]
     no_search = {"golds": ["x"], "correct_rule": True, "trajectory": {"tool_calls": []}}
-    steps = load_bench().chain_steps(no_search, "Grenada", "capital")
+    steps = bench.chain_steps(no_search, "Grenada", "capital")
     assert steps["correct"] and not steps["searched"] and not steps["correct_after_gold"]

@@ -6,7 +6,6 @@ reuses every stage; a changed GRPO option redoes only the GRPO runs and their ev
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from mmsr.replicate import run as replicate_run
 from mmsr.replicate.heldout import check_heldout
 from mmsr.replicate.results import compute_targets, search_payoff
 from mmsr.stages import finish, reusable
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "replicate_nano.py"
 
 
 def tiny_config(policy: Path, out: Path, **changes) -> ReplicateConfig:
@@ -283,15 +280,8 @@ def test_fresh_deletes_only_what_the_replication_wrote(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("replicate_nano", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_options_map_to_the_config():
-    bench = load_bench()
+def test_bench_options_map_to_the_config(bench_script):
+    bench = bench_script("replicate_nano")
     args = ["--quick", "--grpo-steps", "3", "--no-ablations", "--threads", "1",
             "--search-penalty", "0.2"]  # fmt: skip
     config, threads, heldout = bench.parse_args(args)
@@ -321,9 +311,9 @@ def test_bench_options_map_to_the_config():
     assert bench.parse_args(["--sft-answer-weight", "4"])[0].sft_answer_weight == 4.0
 
 
-def test_bench_help_prints_every_option(capsys):
+def test_bench_help_prints_every_option(capsys, bench_script):
     with pytest.raises(SystemExit) as stopped:
-        load_bench().parse_args(["--help"])
+        bench_script("replicate_nano").parse_args(["--help"])
     assert stopped.value.code == 0
     assert "--sft-steps" in capsys.readouterr().out  # docstrings with "%" print too
 
