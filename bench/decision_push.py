@@ -17,19 +17,19 @@ searching more or less.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from mmsr.train.grpo import group_advantages
+from mmsr.train.metrics import read_metrics
 
 
 def read_rollouts(path: Path) -> list[dict]:
     if not path.is_file():
         raise SystemExit(f"{path}: no rollouts (train with run.save_rollouts)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(path)  # the same JSON-lines layout as metrics.jsonl
 
 
 def net_push(rows: list[dict], floor: float) -> dict[str, float]:
