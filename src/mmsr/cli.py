@@ -367,10 +367,18 @@ def decisions_command(
 ) -> None:
     """Did the model search when it needed to? Crosses an on-demand run with a direct run:
     known questions searched (wasted) or answered, unknown ones searched or missed; then
-    the on-demand run's right answers by the searches each question made (`paths`)."""
+    the on-demand run's right answers by the searches each question made (`paths`), and
+    its searches by question type (`by_type`: does the type alone set the decision?)."""
     from rich.markdown import Markdown
 
-    from mmsr.eval.decisions import render_decisions, render_paths, search_decisions, search_paths
+    from mmsr.eval.decisions import (
+        render_by_type,
+        render_decisions,
+        render_paths,
+        search_by_type,
+        search_decisions,
+        search_paths,
+    )
     from mmsr.eval.run import read_run_records
 
     try:
@@ -380,11 +388,13 @@ def decisions_command(
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     decisions["paths"] = search_paths(chose)
+    decisions["by_type"] = search_by_type(chose)
     if as_json:
         _print_json(decisions)
         return
     paths = render_paths({"on demand": decisions["paths"]})
-    console.print(Markdown("\n".join([*render_decisions(decisions), "", *paths])))
+    by_type = render_by_type({"on demand": decisions["by_type"]})
+    console.print(Markdown("\n".join([*render_decisions(decisions), "", *paths, "", *by_type])))
 
 
 @data_app.command("balance")

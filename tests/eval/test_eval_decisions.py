@@ -8,7 +8,15 @@ import pytest
 from typer.testing import CliRunner
 
 from mmsr.cli import app
-from mmsr.eval.decisions import render_decisions, render_paths, search_decisions, search_paths
+from mmsr.eval.decisions import (
+    render_by_type,
+    render_decisions,
+    render_paths,
+    search_by_type,
+    search_decisions,
+    search_paths,
+    type_majority,
+)
 from mmsr.eval.modes import EvalConfig
 from mmsr.eval.run import judge_and_measure, write_run
 
@@ -71,6 +79,32 @@ def test_search_paths_count_each_route_and_its_right_answers(runs, make_record):
     assert "| none | 1 of 2 | 1 of 1 |" in table and "| text, image | 1 of 1 | - |" in table
 
 
+def test_searches_by_question_type_and_the_share_the_type_explains(make_record):
+    flags = [make_record(f"f{i}", "Paris", qtype="flag", n_image=i < 3) for i in range(4)]
+    continents = [
+        make_record("c0", "Paris", qtype="continent"),
+        make_record("c1", "Paris", qtype="continent", category="search_required"),
+    ]
+    by_type = search_by_type([*flags, *continents])
+    assert by_type == {
+        "continent": {"search_free": {"n": 1, "searched": 0},
+                      "search_required": {"n": 1, "searched": 0}},
+        "flag": {"search_free": {"n": 4, "searched": 3}},
+    }  # fmt: skip
+    # flag: 3 of 4 searched (the majority), continent: 2 of 2 answered -> 5 of 6
+    assert type_majority(by_type) == pytest.approx(5 / 6)
+    every_flag = search_by_type([make_record(f"g{i}", "Paris", qtype="flag", n_text=1)
+                                 for i in range(3)])  # fmt: skip
+    assert type_majority(every_flag) == 1.0
+    table = render_by_type({"m": by_type, "k": every_flag}, {"m": "Model"})
+    assert table[0] == "| question type | search_free : search_required | Model | k |"
+    assert "| continent | 1 : 1 | 0 of 2 | - |" in table
+    assert "| flag | 4 : 0 | 3 of 4 | 3 of 3 |" in table
+    assert table[-1].endswith("question type's majority: Model 83.3%, k 100.0%.")
+    with pytest.raises(ValueError, match="no questions"):
+        type_majority({})
+
+
 def test_mismatched_runs_are_refused(runs, make_record):
     direct, ondemand = runs
     with pytest.raises(ValueError, match=r"differ in 1 question\(s\) \(e\)"):
@@ -95,12 +129,14 @@ def test_cli_reads_saved_runs(runs, tmp_path):
     counts = json.loads(result.stdout)
     assert counts["cells"]["unknown_searched"] == {"n": 2, "right": 1}
     assert counts["paths"]["image, text"] == {"n": 1, "right": 0}
+    assert counts["by_type"] == {"capital": {"search_free": {"n": 5, "searched": 3}}}
     table = runner.invoke(
         app, ["decisions", "--direct", str(tmp_path / "direct"),
               "--ondemand", str(tmp_path / "ondemand")],
     )  # fmt: skip
     assert table.exit_code == 0 and "Right search decisions" in table.output
     assert "searches made" in table.output and "image, text" in table.output
+    assert "3 of 5" in table.output and "majority: on demand 60.0%" in table.output
     missing = runner.invoke(
         app, ["decisions", "--direct", str(tmp_path / "nope"), "--ondemand", str(tmp_path)]
     )

@@ -81,6 +81,10 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     assert set(saved["search_paths"]) == set(saved["search_decisions"])
     n_paths = sum(c["n"] for c in saved["search_paths"]["main"].values())
     assert n_paths == balance["test"]["output"] and "## Search paths" in markdown
+    by_type = saved["search_by_type"]["main"]  # searches by question type, on demand
+    assert set(saved["search_by_type"]) == set(saved["search_paths"])
+    assert sum(c["n"] for t in by_type.values() for c in t.values()) == balance["test"]["output"]
+    assert "## Search decisions by question type" in markdown and "majority:" in markdown
     for target in saved["targets"]:
         assert target["name"] in markdown
     for plot in ("grpo_curves", "behaviour", "correct_no_search", "search_by_category"):

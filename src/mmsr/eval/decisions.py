@@ -20,6 +20,12 @@ should beat direct answers because it searches exactly where the model would be 
 "text", "image, text", ...): which route pays. In the world a text search alone needs the
 model to name the flag's country itself, so its precision measures the model's confidence
 in its own eye.
+
+`search_by_type` splits one run by question type. A model that decides by what it knows
+about the image searches some questions of a type and not others; one that decides by the
+question's wording searches all or none of each type. `type_majority` measures which: the
+share of questions decided as most questions of their type were (1.0: the type alone
+predicts every decision).
 """
 
 from __future__ import annotations
@@ -105,6 +111,59 @@ def search_paths(records: Sequence[EvalRecord]) -> dict[str, dict[str, int]]:
         cell["n"] += 1
         cell["right"] += record.correct
     return dict(sorted(paths.items(), key=lambda item: (-item[1]["n"], item[0])))
+
+
+def search_by_type(records: Sequence[EvalRecord]) -> dict[str, dict[str, dict[str, int]]]:
+    """{qtype: {category: {"n", "searched"}}} over one run's questions, types sorted."""
+    by_type: dict[str, dict[str, dict[str, int]]] = {}
+    for record in records:
+        cell = by_type.setdefault(record.qtype, {}).setdefault(
+            record.category, {"n": 0, "searched": 0}
+        )
+        cell["n"] += 1
+        cell["searched"] += record.searched
+    return {qtype: dict(sorted(cells.items())) for qtype, cells in sorted(by_type.items())}
+
+
+def type_majority(by_type: dict[str, dict[str, dict[str, int]]]) -> float:
+    """The share of questions whose search decision is their question type's majority
+    decision (`search_by_type`'s counts)."""
+    n = agree = 0
+    for cells in by_type.values():
+        total = sum(c["n"] for c in cells.values())
+        searched = sum(c["searched"] for c in cells.values())
+        n += total
+        agree += max(searched, total - searched)
+    if not n:
+        raise ValueError("no questions to split by type")
+    return agree / n
+
+
+def render_by_type(by_type_by_model: dict[str, dict[str, dict[str, dict[str, int]]]],
+                   labels=None) -> list[str]:  # fmt: skip
+    """Markdown table: one row per question type with its search_free : search_required
+    counts, one column per model ("searched k of n"), then each model's `type_majority`."""
+    labels = labels or {}
+    models = list(by_type_by_model)
+    qtypes = sorted({q for by_type in by_type_by_model.values() for q in by_type})
+    lines = ["| question type | search_free : search_required | "
+             + " | ".join(labels.get(m, m) for m in models) + " |",
+             "| --- | ---: |" + " ---: |" * len(models)]  # fmt: skip
+    for qtype in qtypes:
+        first = next(b[qtype] for b in by_type_by_model.values() if qtype in b)
+        mix = " : ".join(str(first.get(c, {}).get("n", 0))
+                         for c in ("search_free", "search_required"))  # fmt: skip
+        cells = []
+        for model in models:
+            groups = by_type_by_model[model].get(qtype, {})
+            n = sum(c["n"] for c in groups.values())
+            searched = sum(c["searched"] for c in groups.values())
+            cells.append(f"{searched} of {n}" if n else "-")
+        lines.append(f"| {qtype} | {mix} | " + " | ".join(cells) + " |")
+    shares = ", ".join(f"{labels.get(m, m)} {type_majority(by_type_by_model[m]):.1%}"
+                       for m in models)  # fmt: skip
+    lines += ["", f"Decisions that follow their question type's majority: {shares}."]
+    return lines
 
 
 def render_paths(paths_by_model: dict[str, dict[str, dict[str, int]]], labels=None) -> list[str]:

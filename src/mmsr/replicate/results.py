@@ -178,6 +178,7 @@ def write_results(results: dict[str, Any], out: Path, console: Console | None = 
     }
     results["search_decisions"] = model_decisions(results["evals"], out / "eval")
     results["search_paths"] = model_paths(results["evals"], out / "eval")
+    results["search_by_type"] = model_types(results["evals"], out / "eval")
     results["plots"] = {k: str(v) for k, v in write_plots(results, out / "plots").items()}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str), "utf-8")
     (out / "results.md").write_text(render_markdown(results, out), encoding="utf-8")
@@ -208,14 +209,27 @@ def model_paths(evals: dict[str, Any], eval_dir: Path) -> dict[str, dict[str, An
     """Per model evaluated on demand: right / n per search path (`mmsr.eval.decisions.
     search_paths`), from the saved run in `eval_dir/<model>-ondemand/`."""
     from mmsr.eval.decisions import search_paths
+
+    return _per_ondemand_run(evals, eval_dir, search_paths)
+
+
+def model_types(evals: dict[str, Any], eval_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per model evaluated on demand: searched / n per question type and category
+    (`mmsr.eval.decisions.search_by_type`), from `eval_dir/<model>-ondemand/`."""
+    from mmsr.eval.decisions import search_by_type
+
+    return _per_ondemand_run(evals, eval_dir, search_by_type)
+
+
+def _per_ondemand_run(evals: dict[str, Any], eval_dir: Path, measure) -> dict[str, Any]:
     from mmsr.eval.run import read_run_records
 
-    paths = {}
+    measured = {}
     for model, modes in evals.items():
         run = eval_dir / f"{model}-ondemand"
         if "ondemand" in modes and (run / "trajectories.jsonl").is_file():
-            paths[model] = search_paths(read_run_records(run, str(run)))
-    return paths
+            measured[model] = measure(read_run_records(run, str(run)))
+    return measured
 
 
 def search_payoff(rollouts: Path) -> dict[str, dict[str, list[int]]]:
@@ -303,6 +317,11 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
 
         lines += ["", "## Search paths (on demand): right answers of the questions that took "
                   "each", "", *render_paths(paths, MODEL_LABELS)]  # fmt: skip
+    if by_type := results.get("search_by_type"):
+        from mmsr.eval.decisions import render_by_type
+
+        lines += ["", "## Search decisions by question type (on demand): questions searched",
+                  "", *render_by_type(by_type, MODEL_LABELS)]  # fmt: skip
     lines += ["", "## Data (balanced with nano as the preliminary model)", ""]
     lines += ["| set | questions in | out | search_free | search_required | dropped unanswerable |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
