@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,30 @@ class StageClock:
         self.console.print(
             f"[dim]{number}. {title}: {duration(seconds)} (CPU {duration(cpu)}{note})[/]"
         )
+
+
+STAGE_TIMES_FILE = "stage_times.json"
+
+
+def remembered_times(folder: Path, times: list[StageTime]) -> list[dict[str, Any]]:
+    """`times` as dicts, each reused stage with `ran_seconds` / `ran_cpu_seconds`: what it
+    took when it last ran in `folder` (kept in `stage_times.json` there), so a summary
+    written again from finished stages still says what each cost. A stage that ran, even
+    resumed, replaces its entry."""
+    path = folder / STAGE_TIMES_FILE
+    known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    rows = []
+    for stage in times:
+        row = asdict(stage)
+        if stage.status == "ran":
+            known[stage.name] = {"seconds": stage.seconds, "cpu_seconds": stage.cpu_seconds}
+        elif stage.name in known:
+            row["ran_seconds"] = known[stage.name]["seconds"]
+            row["ran_cpu_seconds"] = known[stage.name]["cpu_seconds"]
+        rows.append(row)
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(known, indent=2), encoding="utf-8")
+    return rows
 
 
 def cpu_time() -> float:

@@ -96,6 +96,12 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     reused = [s for name, s in statuses(again).items() if name not in checks]
     assert reused == ["reused"] * (len(ran) - len(checks))
     assert again["evals"] == results["evals"]
+    # each reused stage still reports what it took when it ran, in results.md too
+    took = {stage["name"]: stage["seconds"] for stage in results["stages"]}
+    for stage in again["stages"]:
+        if stage["status"] == "reused":
+            assert stage["ran_seconds"] == pytest.approx(took[stage["name"]])
+    assert "when it ran)" in (out / "results.md").read_text()
 
     # the targets again on a held-out split, with the run's own options; then reused
     console = Console(record=True, width=200)

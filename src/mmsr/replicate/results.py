@@ -361,6 +361,8 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
     lines += ["", "## Stages", "", "| stage | wall | CPU | |", "| --- | ---: | ---: | --- |"]
     for s in results["stages"]:
         status = "" if s["status"] == "ran" else s["status"]
+        if "ran_seconds" in s:
+            status += f" (took {duration(s['ran_seconds'])} when it ran)"
         lines.append(
             f"| {s['name']} | {duration(s['seconds'])} | {duration(s['cpu_seconds'])} | {status} |"
         )

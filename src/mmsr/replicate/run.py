@@ -43,18 +43,20 @@ from mmsr.replicate.config import ReplicateConfig
 from mmsr.stages import (
     DONE_FILE,
     PARAMS_FILE,
+    STAGE_TIMES_FILE,
     StageClock,
     begin,
     file_digest,
     finish,
     open_run,
     params_key,
+    remembered_times,
     remove,
     reusable,
     reuse,
 )
 
-RESULTS_FILES = ("results.md", "results.json", "plots")
+RESULTS_FILES = ("results.md", "results.json", "plots", STAGE_TIMES_FILE)
 STAGE_FOLDERS = ("eye", "balance-test", "balance-train", "sft", "grpo-main",
                  "grpo-no-penalty", "grpo-unbalanced", "eval")  # fmt: skip
 BALANCED, UNBALANCED = "balanced.parquet", "unbalanced.parquet"
@@ -102,7 +104,7 @@ def run_replication(
         "balance": balance,
         "evals": evals,
         "grpo_steps": {name: run["steps"] for name, run in runs.items()},
-        "stages": [asdict(t) for t in clock.times],
+        "stages": remembered_times(out, clock.times),
         "seconds": time.perf_counter() - started,
         "config": asdict(config),
     }
