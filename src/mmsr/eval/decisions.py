@@ -125,13 +125,17 @@ def search_by_type(records: Sequence[EvalRecord]) -> dict[str, dict[str, dict[st
     return {qtype: dict(sorted(cells.items())) for qtype, cells in sorted(by_type.items())}
 
 
+def _type_totals(cells: dict[str, dict[str, int]]) -> tuple[int, int]:
+    """(questions, searched) of one question type, over its categories."""
+    return sum(c["n"] for c in cells.values()), sum(c["searched"] for c in cells.values())
+
+
 def type_majority(by_type: dict[str, dict[str, dict[str, int]]]) -> float:
     """The share of questions whose search decision is their question type's majority
     decision (`search_by_type`'s counts)."""
     n = agree = 0
     for cells in by_type.values():
-        total = sum(c["n"] for c in cells.values())
-        searched = sum(c["searched"] for c in cells.values())
+        total, searched = _type_totals(cells)
         n += total
         agree += max(searched, total - searched)
     if not n:
@@ -155,9 +159,7 @@ def render_by_type(by_type_by_model: dict[str, dict[str, dict[str, dict[str, int
                          for c in ("search_free", "search_required"))  # fmt: skip
         cells = []
         for model in models:
-            groups = by_type_by_model[model].get(qtype, {})
-            n = sum(c["n"] for c in groups.values())
-            searched = sum(c["searched"] for c in groups.values())
+            n, searched = _type_totals(by_type_by_model[model].get(qtype, {}))
             cells.append(f"{searched} of {n}" if n else "-")
         lines.append(f"| {qtype} | {mix} | " + " | ".join(cells) + " |")
     shares = ", ".join(f"{labels.get(m, m)} {type_majority(by_type_by_model[m]):.1%}"
