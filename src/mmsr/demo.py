@@ -407,6 +407,7 @@ def grpo_config(
     forced_search: int = 0,
     forced_answer: int = 0,
     forced_at: str = "action",
+    draw: str = "shuffle",
 ):
     """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
     at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
@@ -414,7 +415,8 @@ def grpo_config(
     by their group's std (`std_norm`) and the least std they are divided by (`std_floor`;
     None: the preset's), the weight of the KL to the start (`kl_coef`;
     None: the preset's) and how many rollouts per group are forced to search first or to
-    answer at once, and where (`forced_search`, `forced_answer`, `forced_at`: `GRPOOptions`)."""
+    answer at once, and where (`forced_search`, `forced_answer`, `forced_at`: `GRPOOptions`),
+    and how the questions are drawn (`draw`: `GRPOConfig.draw`)."""
     from mmsr.train.config import GRPOConfig, load_config
 
     preset = load_config(GRPOConfig, "nano_cpu")
@@ -424,6 +426,7 @@ def grpo_config(
         data=data,
         steps=config.grpo_steps,
         prompts_per_step=config.prompts_per_step,
+        draw=draw,
         search_config=config.search_config,
         reward={**preset.reward, "search_penalty": search_penalty},
         model=_model_options(config, preset.model, start),

@@ -22,6 +22,7 @@ from mmsr.rollout.engine import EngineConfig
 
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 SCHEDULES = ("cosine", "linear", "constant")
+DRAWS = ("shuffle", "by_type")  # GRPOConfig.draw
 
 
 @dataclass
@@ -217,6 +218,11 @@ class GRPOConfig:
     """GRPO steps (one rollout batch and `grpo.ppo_epochs` optimizer steps each)."""
     prompts_per_step: int = 8
     """Questions per step; the batch holds prompts_per_step * grpo.group_size trajectories."""
+    draw: str = "shuffle"
+    """How the questions are drawn: 'shuffle' (each pass over the data in a new seeded
+    order: types come up as often as they hold questions), or 'by_type' (round-robin over
+    the question types, `mmsr.eval.records.question_type`, each type's questions in seeded
+    cycles: every type comes up equally often, a rare one as often as a common one)."""
     search_config: str | None = None
     """Search config YAML (None: local world backends; 'none': no tools, every search
     returns an error observation)."""
@@ -234,6 +240,8 @@ class GRPOConfig:
     """Outputs."""
 
     def __post_init__(self) -> None:
+        if self.draw not in DRAWS:
+            raise ValueError(f"draw {self.draw!r} is not one of {DRAWS}")
         if self.grpo.forced_search and self.engine.max_image_search < 1:
             raise ValueError(
                 f"grpo.forced_search {self.grpo.forced_search} forces image searches, but "

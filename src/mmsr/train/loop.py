@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mmsr.data.record import Sample
 from mmsr.models.precision import matmul_precision
 from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
-from mmsr.train.config import GRPOConfig, config_to_dict, config_to_yaml
+from mmsr.train.config import DRAWS, GRPOConfig, config_to_dict, config_to_yaml
 from mmsr.train.grpo import grpo_update
 from mmsr.train.lora import count_parameters, prepare_trainable
 from mmsr.train.metrics import MetricsLogger, RolloutLog, rollout_metrics
@@ -57,6 +57,63 @@ class DataOrder:
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+@dataclass
+class TypeRoundRobin:
+    """Questions drawn one question type at a time (`GRPOConfig.draw = "by_type"`): every
+    round visits each type once, in a seeded order of its own, and each type hands out its
+    questions in seeded cycles. So every type comes up equally often, however few
+    questions it has, and the questions of a step are of different types. The i-th draw
+    is a function of (seed, i): `position`, the draws so far, is all its state."""
+
+    types: Sequence[str]
+    seed: int
+    position: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.types:
+            raise ValueError("no questions to draw from")
+        members: dict[str, list[int]] = {}
+        for index, qtype in enumerate(self.types):
+            members.setdefault(qtype, []).append(index)
+        self._members = [members[qtype] for qtype in sorted(members)]
+
+    def draw(self, i: int) -> int:
+        """The question index of the i-th draw (0-based)."""
+        rnd, slot = divmod(i, len(self._members))
+        rng = np.random.default_rng([self.seed, 0, rnd])
+        kind = int(rng.permutation(len(self._members))[slot])
+        # Round r draws every type once, so this is the type's r-th draw.
+        members = self._members[kind]
+        cycle, at = divmod(rnd, len(members))
+        cycle_order = np.random.default_rng([self.seed, 1, kind, cycle]).permutation(len(members))
+        return members[int(cycle_order[at])]
+
+    def take(self, count: int) -> list[int]:
+        picked = [self.draw(i) for i in range(self.position, self.position + count)]
+        self.position += count
+        return picked
+
+    def state(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.position = int(state["position"])
+
+
+def data_order(samples: Sequence[Sample], draw: str, seed: int) -> DataOrder | TypeRoundRobin:
+    """How GRPO draws its questions (`GRPOConfig.draw`)."""
+    if draw == "shuffle":
+        return DataOrder(len(samples), seed)
+    if draw == "by_type":
+        from mmsr.eval.records import question_type
+
+        return TypeRoundRobin([question_type(sample) for sample in samples], seed)
+    raise ValueError(f"draw {draw!r} is not one of {DRAWS}")
 
 
 def ground_truth(sample: Sample) -> list[str]:
@@ -121,14 +178,14 @@ def train_grpo(
     total_updates = config.steps * config.grpo.ppo_epochs
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, total_updates)
-    order = DataOrder(len(samples), config.run.seed)
+    order = data_order(samples, config.draw, config.run.seed)
     step = 0
     checkpoints = out / "checkpoints"
     found = latest_checkpoint(checkpoints) if resume else None
     if found is not None:
         state = load_checkpoint(found, model, optimizer, scheduler)
         step = int(state["step"])
-        order.epoch, order.position = state["data_order"]["epoch"], state["data_order"]["position"]
+        order.restore(state["data_order"])
         console.print(f"resumed from {found} (step {step})")
     record = frozen_trunk_layers(model) if config.grpo.replay_trunk else 0
     tokenizer = policy.tokenizer
@@ -193,7 +250,7 @@ def grpo_step(
     optimizer,
     scheduler,
     samples: Sequence[Sample],
-    order: DataOrder,
+    order: DataOrder | TypeRoundRobin,
     pad_id: int,
     compute_score,
     truth,
