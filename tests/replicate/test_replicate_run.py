@@ -123,12 +123,13 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     # GRPO options: the balance and SFT stages stay, the GRPO runs and what they feed redo;
     # the GRPO runs train under them
     changed = tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2, grpo_std_norm=False,
-                          grpo_kl_coef=0.05, grpo_std_floor=0.1)  # fmt: skip
+                          grpo_kl_coef=0.05, grpo_std_floor=0.1, grpo_draw="by_type")  # fmt: skip
     more = statuses(run_replication(changed, Console(quiet=True)))
     for run in ("grpo-main", "grpo-no-penalty"):
         resolved = yaml.safe_load((out / run / "config.yaml").read_text())
         assert resolved["steps"] == 2 and resolved["grpo"]["norm_adv_by_std"] is False
         assert resolved["grpo"]["kl_coef"] == 0.05 and resolved["grpo"]["adv_std_floor"] == 0.1
+        assert resolved["draw"] == "by_type"
     redone = {name for name, status in more.items() if status == "ran"}
     assert {"The offline world", "Search tools"} < redone
     assert all(more[n] == "reused" for n in more if n.startswith(("Balance", "SFT")))
@@ -316,6 +317,9 @@ def test_bench_options_map_to_the_config(bench_script):
     assert bench.parse_args(["--grpo-forced-at", "reasoning"])[0].grpo_forced_at == "reasoning"
     with pytest.raises(ValueError, match="--grpo-forced-at 'start'"):
         ReplicateConfig(grpo_forced_at="start")
+    assert bench.parse_args(["--grpo-draw", "by_type"])[0].grpo_draw == "by_type"
+    with pytest.raises(ValueError, match="--grpo-draw 'types': choose one of"):
+        ReplicateConfig(grpo_draw="types")
     with pytest.raises(ValueError, match="--grpo-forced-search 2 \\+ --grpo-forced-answer 2"):
         ReplicateConfig(grpo_forced_search=2, grpo_forced_answer=2)
     assert bench.parse_args(["--sft-answer-weight", "4"])[0].sft_answer_weight == 4.0

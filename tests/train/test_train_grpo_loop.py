@@ -21,7 +21,7 @@ from mmsr.train.config import (
     load_config,
     preset_names,
 )
-from mmsr.train.loop import DataOrder, train_grpo
+from mmsr.train.loop import DataOrder, TypeRoundRobin, data_order, train_grpo
 from mmsr.train.metrics import read_metrics
 
 SAMPLES = [
@@ -57,6 +57,39 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
     assert again.take(5) == first
     resumed = DataOrder(5, seed=3, epoch=0, position=3)
     assert resumed.take(4) == first[3:] + DataOrder(5, 3, epoch=1).take(2)
+
+
+def test_by_type_draws_each_type_equally_often_and_cycles_within_a_type():
+    types = ["flag"] * 6 + ["capital"] * 2 + ["anthem"]
+    order = TypeRoundRobin(types, seed=1)
+    drawn = order.take(9) + order.take(9)  # six rounds of the three types
+    rounds = [{types[i] for i in drawn[r : r + 3]} for r in range(0, 18, 3)]
+    assert all(kinds == {"flag", "capital", "anthem"} for kinds in rounds)
+    flags = [i for i in drawn if types[i] == "flag"]
+    capitals = [i for i in drawn if types[i] == "capital"]
+    assert sorted(flags) == list(range(6))  # one cycle through the six flag questions
+    assert sorted(capitals[:2]) == sorted(capitals[2:4]) == [6, 7]  # cycle after cycle
+    assert order.state() == {"position": 18}
+    resumed = TypeRoundRobin(types, seed=1)
+    resumed.restore({"position": 5})
+    assert resumed.take(13) == drawn[5:]
+    assert TypeRoundRobin(types, seed=2).take(18) != drawn  # the seed sets the order
+    with pytest.raises(ValueError, match="no questions"):
+        TypeRoundRobin([], seed=0)
+
+
+def test_draw_option_picks_the_order_and_unknown_draws_are_named():
+    typed = [
+        Sample(id=f"t{i}", question="?", answer="a", source="world", extra={"qtype": kind})
+        for i, kind in enumerate(["flag", "flag", "capital"])
+    ]
+    assert isinstance(data_order(typed, "shuffle", 0), DataOrder)
+    by_type = data_order(typed, "by_type", 0)
+    assert sorted(by_type.take(2)) in ([0, 2], [1, 2])  # one flag, one capital
+    # without a world qtype the data source's last part is the type: one type, one cycle
+    assert sorted(data_order(SAMPLES, "by_type", 0).take(5)) == list(range(5))
+    with pytest.raises(ValueError, match="draw 'typed' is not one of"):
+        GRPOConfig(draw="typed")
 
 
 @pytest.mark.slow
@@ -173,6 +206,29 @@ def test_config_by_preset_name(tmp_path):
     assert load_config(GRPOConfig, tmp_path / "nano_cpu.yaml").steps == 7
     with pytest.raises(FileNotFoundError, match=r"my/nano_cpu.yaml.*presets? \(nano_cpu, "):
         load_config(GRPOConfig, "my/nano_cpu.yaml")
+
+
+def test_a_by_type_run_draws_round_robin_and_resumes_where_it_stopped(tiny_policy, tmp_path):
+    kinds = ["flag", "flag", "flag", "capital", "anthem"]
+    typed = [
+        Sample(id=f"t{i}", question=f"What is {i} + {i}?", answer=str(2 * i), source="world",
+               extra={"qtype": kind})
+        for i, kind in enumerate(kinds)
+    ]  # fmt: skip
+    config = tiny_config(tmp_path / "typed", steps=3)
+    config.draw = "by_type"
+    train_grpo(config, policy=fresh(tiny_policy), samples=typed, stop_after=2)
+    state = json.loads(
+        (tmp_path / "typed" / "checkpoints" / "step_000002" / "trainer_state.json").read_text()
+    )
+    assert state["data_order"] == {"position": 4}
+    train_grpo(config, policy=fresh(tiny_policy), samples=typed)  # resumes at step 3
+    rollouts = read_metrics(tmp_path / "typed" / "rollouts.jsonl")
+    asked = [r["question"] for r in rollouts if r["sample_index"] == 0]
+    expected = TypeRoundRobin(kinds, seed=config.run.seed).take(6)
+    assert asked == [typed[i].question for i in expected]
+    # three types, six draws: each type twice
+    assert sorted(kinds[i] for i in expected) == sorted(["flag", "capital", "anthem"] * 2)
 
 
 def test_forced_decisions_are_made_and_logged_apart(tiny_policy, tmp_path):
