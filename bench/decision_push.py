@@ -11,7 +11,9 @@ its own: the sum over all rollouts is the net push (> 0: towards searching), pri
 apart for the questions the balancing model knew (search_free) and did not
 (search_required). A first-order reading on rollouts already sampled, not a rerun: it
 shows whether, from the state those rollouts were drawn in, a floor pushes towards
-searching more or less.
+searching more or less. `--by-type` adds, for the first floor, the push on each question
+type: nano decides by the type (stop 33), so these say which types a run was taught to
+search for and which to answer.
 """
 
 from __future__ import annotations
@@ -32,20 +34,53 @@ def read_rollouts(path: Path) -> list[dict]:
     return read_metrics(path)  # the same JSON-lines layout as metrics.jsonl
 
 
-def net_push(rows: list[dict], floor: float) -> dict[str, float]:
-    """Net push towards searching, in total and by the question's balance category."""
+def signed_advantages(rows: list[dict], floor: float) -> list[float]:
+    """Each rollout's advantage, signed + when it searched and - when it answered at once."""
     keys = sorted({(row["step"], row["group"]) for row in rows})
     group_of = {key: i for i, key in enumerate(keys)}
     rewards = torch.tensor([float(row["reward"]["score"]) for row in rows])
     groups = torch.tensor([group_of[(row["step"], row["group"])] for row in rows])
     advantages = group_advantages(rewards, groups, std_floor=floor)
+    return [
+        advantage if row["n_image_search"] + row["n_text_search"] > 0 else -advantage
+        for row, advantage in zip(rows, advantages.tolist(), strict=True)
+    ]
+
+
+def net_push(rows: list[dict], floor: float) -> dict[str, float]:
+    """Net push towards searching, in total and by the question's balance category."""
     push: dict[str, float] = defaultdict(float)
-    for row, advantage in zip(rows, advantages.tolist(), strict=True):
-        searched = row["n_image_search"] + row["n_text_search"] > 0
-        signed = advantage if searched else -advantage
+    for row, signed in zip(rows, signed_advantages(rows, floor), strict=True):
         push["all"] += signed
         push[row.get("category") or "unlabelled"] += signed
     return dict(push)
+
+
+def row_type(row: dict) -> str:
+    """The rollout's question type; logs from before it was recorded (stop 34) have only
+    the question id, which for the world is world-<country>-<type>."""
+    if row.get("qtype"):
+        return row["qtype"]
+    sample_id = str(row.get("sample_id", ""))
+    return sample_id.split("-", 2)[2] if sample_id.count("-") >= 2 else "unknown"
+
+
+def push_by_type(rows: list[dict], floor: float) -> dict[str, dict[str, float]]:
+    """{type: {"draws", "push", "searched"}}: groups drawn, net push towards searching and
+    the share of the type's rollouts that searched, types sorted."""
+    table: dict[str, dict[str, float]] = {}
+    groups: dict[str, set] = defaultdict(set)
+    for row, signed in zip(rows, signed_advantages(rows, floor), strict=True):
+        kind = row_type(row)
+        cell = table.setdefault(kind, {"draws": 0, "push": 0.0, "searched": 0.0, "n": 0})
+        groups[kind].add((row["step"], row["group"]))
+        cell["push"] += signed
+        cell["searched"] += row["n_image_search"] + row["n_text_search"] > 0
+        cell["n"] += 1
+    for kind, cell in table.items():
+        cell["draws"] = len(groups[kind])
+        cell["searched"] /= cell.pop("n")
+    return dict(sorted(table.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         "--from-step", type=int, default=1, help="only the rollouts of this step on"
     )
     parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 0.05, 0.06, 0.07, 0.1])
+    parser.add_argument(
+        "--by-type", action="store_true", help="also the push by question type (first floor)"
+    )
     args = parser.parse_args(argv)
     if any(floor < 0 for floor in args.floors):
         parser.error(f"--floors {args.floors}: every floor must be >= 0")
@@ -71,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         push = net_push(rows, floor)
         free, required = push.get("search_free", 0.0), push.get("search_required", 0.0)
         print(f"| {floor:g} | {push['all']:+.1f} | {free:+.1f} | {required:+.1f} |")
+    if args.by_type:
+        print(f"\nBy question type, std floor {args.floors[0]:g}:\n")
+        print("| question type | groups drawn | rollouts that searched | net push to search |")
+        print("| --- | ---: | ---: | ---: |")
+        for kind, cell in push_by_type(rows, args.floors[0]).items():
+            print(f"| {kind} | {cell['draws']} | {cell['searched']:.0%} | {cell['push']:+.1f} |")
     return 0
 
 

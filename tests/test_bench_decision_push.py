@@ -50,3 +50,20 @@ def test_main_prints_a_row_per_floor_and_rejects_a_run_without_rollouts(
         bench.main(["--run", str(tmp_path / "missing")])
     with pytest.raises(SystemExit):
         bench.main(["--run", str(tmp_path), "--floors", "-1"])
+
+
+def test_push_by_type_counts_groups_searches_and_push(tmp_path, capsys, bench_script):
+    bench = bench_script("decision_push")
+    rows = [dict(row, qtype="flag") for row in ROWS[:4]]  # the known group: -3.0
+    # the unknown group from an older log: the type comes from the world question id
+    rows += [dict(row, sample_id="world-ar-capital") for row in ROWS[4:]]
+    table = bench.push_by_type(rows, 0.0)
+    assert list(table) == ["capital", "flag"]
+    assert table["flag"]["draws"] == 1 and table["flag"]["searched"] == pytest.approx(0.25)
+    assert table["flag"]["push"] == pytest.approx(-3.0, abs=1e-3)
+    assert table["capital"]["searched"] == pytest.approx(0.5)
+    assert table["capital"]["push"] == pytest.approx(4 * 0.866, abs=1e-3)
+    (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert bench.main(["--run", str(tmp_path), "--floors", "0", "--by-type"]) == 0
+    out = capsys.readouterr().out
+    assert "| flag | 1 | 25% | -3.0 |" in out and "| capital | 1 | 50% | +3.5 |" in out

@@ -227,6 +227,8 @@ def test_a_by_type_run_draws_round_robin_and_resumes_where_it_stopped(tiny_polic
     asked = [r["question"] for r in rollouts if r["sample_index"] == 0]
     expected = TypeRoundRobin(kinds, seed=config.run.seed).take(6)
     assert asked == [typed[i].question for i in expected]
+    # each rollout records its question's type (bench/decision_push.py --by-type)
+    assert [r["qtype"] for r in rollouts if r["sample_index"] == 0] == [kinds[i] for i in expected]
     # three types, six draws: each type twice
     assert sorted(kinds[i] for i in expected) == sorted(["flag", "capital", "anthem"] * 2)
 

@@ -90,9 +90,12 @@ class RolloutLog:
 def rollout_record(step: int, trajectory: Any, reward: Mapping[str, Any], sample: Any) -> dict:
     """One line of rollouts.jsonl: the trajectory's text and tool calls, its reward and the
     question it answered (what a per-step analysis of GRPO needs; no tensors, no images)."""
+    from mmsr.eval.records import question_type
+
     return {
         "step": step,
         "category": sample.category,
+        "qtype": question_type(sample),
         "question": sample.question,
         "golds": [sample.answer, *sample.aliases],
         "reward": {k: _plain(v) for k, v in reward.items()},
