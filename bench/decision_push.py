@@ -34,6 +34,10 @@ def read_rollouts(path: Path) -> list[dict]:
     return read_metrics(path)  # the same JSON-lines layout as metrics.jsonl
 
 
+def searched(row: dict) -> bool:
+    return row["n_image_search"] + row["n_text_search"] > 0
+
+
 def signed_advantages(rows: list[dict], floor: float) -> list[float]:
     """Each rollout's advantage, signed + when it searched and - when it answered at once."""
     keys = sorted({(row["step"], row["group"]) for row in rows})
@@ -42,7 +46,7 @@ def signed_advantages(rows: list[dict], floor: float) -> list[float]:
     groups = torch.tensor([group_of[(row["step"], row["group"])] for row in rows])
     advantages = group_advantages(rewards, groups, std_floor=floor)
     return [
-        advantage if row["n_image_search"] + row["n_text_search"] > 0 else -advantage
+        advantage if searched(row) else -advantage
         for row, advantage in zip(rows, advantages.tolist(), strict=True)
     ]
 
@@ -68,19 +72,17 @@ def row_type(row: dict) -> str:
 def push_by_type(rows: list[dict], floor: float) -> dict[str, dict[str, float]]:
     """{type: {"draws", "push", "searched"}}: groups drawn, net push towards searching and
     the share of the type's rollouts that searched, types sorted."""
-    table: dict[str, dict[str, float]] = {}
-    groups: dict[str, set] = defaultdict(set)
+    by_type: dict[str, list[tuple[dict, float]]] = defaultdict(list)
     for row, signed in zip(rows, signed_advantages(rows, floor), strict=True):
-        kind = row_type(row)
-        cell = table.setdefault(kind, {"draws": 0, "push": 0.0, "searched": 0.0, "n": 0})
-        groups[kind].add((row["step"], row["group"]))
-        cell["push"] += signed
-        cell["searched"] += row["n_image_search"] + row["n_text_search"] > 0
-        cell["n"] += 1
-    for kind, cell in table.items():
-        cell["draws"] = len(groups[kind])
-        cell["searched"] /= cell.pop("n")
-    return dict(sorted(table.items()))
+        by_type[row_type(row)].append((row, signed))
+    return {
+        kind: {
+            "draws": len({(row["step"], row["group"]) for row, _ in pairs}),
+            "push": sum(signed for _, signed in pairs),
+            "searched": sum(searched(row) for row, _ in pairs) / len(pairs),
+        }
+        for kind, pairs in sorted(by_type.items())
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmsr.data.record import Sample
+from mmsr.eval.records import question_type
 from mmsr.models.precision import matmul_precision
 from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from mmsr.train.config import DRAWS, GRPOConfig, config_to_dict, config_to_yaml
@@ -110,8 +111,6 @@ def data_order(samples: Sequence[Sample], draw: str, seed: int) -> DataOrder | T
     if draw == "shuffle":
         return DataOrder(len(samples), seed)
     if draw == "by_type":
-        from mmsr.eval.records import question_type
-
         return TypeRoundRobin([question_type(sample) for sample in samples], seed)
     raise ValueError(f"draw {draw!r} is not one of {DRAWS}")
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmsr.eval.records import question_type
+
 
 def rollout_metrics(
     rewards: Sequence[Mapping[str, float]],
@@ -90,8 +92,6 @@ class RolloutLog:
 def rollout_record(step: int, trajectory: Any, reward: Mapping[str, Any], sample: Any) -> dict:
     """One line of rollouts.jsonl: the trajectory's text and tool calls, its reward and the
     question it answered (what a per-step analysis of GRPO needs; no tensors, no images)."""
-    from mmsr.eval.records import question_type
-
     return {
         "step": step,
         "category": sample.category,
