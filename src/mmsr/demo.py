@@ -371,10 +371,12 @@ def sft_config(
     answer_weight: float = 1.0,
     words: str | None = None,
     trust_own_name: bool = True,
+    decision: str = "flag",
 ):
     """The nano_sft_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the
     policy at `start` (default `config.policy`); the replication sets its `answer_weight`,
-    the recorded `words` of the policy (`SFTConfig.words`) and `trust_own_name`."""
+    the recorded `words` of the policy (`SFTConfig.words`), `trust_own_name` and
+    `decision`."""
     from mmsr.train.config import SFTConfig, load_config
 
     preset = load_config(SFTConfig, "nano_sft_cpu")
@@ -386,6 +388,7 @@ def sft_config(
         answer_weight=answer_weight,
         words=words,
         trust_own_name=trust_own_name,
+        decision=decision,
         search_config=config.search_config,
         model=_model_options(config, preset.model, start or config.policy),
         optim=_warm_up_within(preset.optim, config.sft_steps),

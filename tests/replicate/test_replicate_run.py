@@ -139,12 +139,13 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
 
     # an SFT option redoes SFT and all after it; the SFT run trains under it
     weighted = tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2, sft_answer_weight=3.0,
-                           sft_trust_own_name=False)  # fmt: skip
+                           sft_trust_own_name=False, sft_decision="fact")  # fmt: skip
     redo = statuses(run_replication(weighted, Console(quiet=True)))
     assert all(redo[n] == "reused" for n in redo if n.startswith("Balance"))
     assert all(redo[n] == "ran" for n in redo if n.startswith(("SFT", "GRPO", "Evaluate")))
     resolved = yaml.safe_load((out / "sft" / "config.yaml").read_text())
     assert resolved["answer_weight"] == 3.0 and resolved["trust_own_name"] is False
+    assert resolved["decision"] == "fact"
 
 
 def test_the_question_as_query_rag_is_evaluated_on_request():
@@ -323,6 +324,11 @@ def test_bench_options_map_to_the_config(bench_script):
     with pytest.raises(ValueError, match="--grpo-forced-search 2 \\+ --grpo-forced-answer 2"):
         ReplicateConfig(grpo_forced_search=2, grpo_forced_answer=2)
     assert bench.parse_args(["--sft-answer-weight", "4"])[0].sft_answer_weight == 4.0
+    assert bench.parse_args(["--sft-decision", "fact"])[0].sft_decision == "fact"
+    with pytest.raises(ValueError, match="--sft-decision 'topic': choose one of"):
+        ReplicateConfig(sft_decision="topic")
+    with pytest.raises(ValueError, match="--grpo-forced-at reasoning forces the 'flag'"):
+        ReplicateConfig(sft_decision="fact", grpo_forced_search=1, grpo_forced_at="reasoning")
 
 
 def test_bench_help_prints_every_option(capsys, bench_script):

@@ -307,6 +307,30 @@ def test_answering_without_search_names_the_flag_in_the_eyes_words(world_samples
     assert f"{answer_text('Togo')} I do not know its capital.</reason>" in first
 
 
+def test_the_fact_decision_words_attribute_questions_apart_from_flag_questions(world_samples):
+    from mmsr.rollout.forcing import SEARCH_WORDS
+    from mmsr.train.align import answer_text
+
+    capital = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    (turn,) = plan_turns("answer", capital, "Togo", decision="fact")
+    start = "<reason>The question asks for the capital. Its capital I know. "
+    assert turn.startswith(start + answer_text("Togo") + " The capital of Togo is ")
+    first, _, _ = plan_turns("image+text", capital, "Togo", decision="fact")
+    look = "Its capital I look up: first the flag, with the image.</reason><search><img>"
+    assert first == f"<reason>The question asks for the capital. {look}</search>"
+    assert SEARCH_WORDS not in first and SEARCH_WORDS in plan_turns("image+text", capital, "X")[0]
+    first, _ = plan_turns("text", capital, "Togo", decision="fact")
+    assert f"Its capital I look up: {answer_text('Togo')}</reason><text_search>" in first
+    # flag questions keep their words: they decide on the flag itself
+    flag = next(s for s in world_samples if s.extra.get("qtype") == "flag")
+    for plan in ("answer", "image"):
+        assert plan_turns(plan, flag, "Togo", decision="fact") == plan_turns(plan, flag, "Togo")
+    with pytest.raises(ValueError, match="decision 'topic' is not one of"):
+        plan_turns("answer", capital, "Togo", decision="topic")
+    with pytest.raises(ValueError, match="decision 'topic' is not one of"):
+        SFTConfig(decision="topic")
+
+
 def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world_samples):
     from mmsr.train.sft import (
         OwnWords,

@@ -100,6 +100,12 @@ class ReplicateConfig:
     questions right (it named 2 of the 7 flags right), while the no-penalty model's image
     then text searches answered 20 of 28; with image first, stop 27's GRPO model answered
     65.8% on demand against 47.4% (docs/RESULTS.md)."""
+    sft_decision: str = "flag"
+    """The words SFT scripts decide to answer or search with (`SFTConfig.decision`):
+    'flag', every question by whether nano names the flag; 'fact', an attribute question
+    in words of its own after its topic ("Its capital I know." / "Its capital I look up:
+    ..."), so GRPO's push on the flag questions' decision does not carry to the others
+    (docs/RESULTS.md, stops 34-35)."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5
@@ -221,6 +227,15 @@ class ReplicateConfig:
 
         if self.grpo_forced_at not in FORCED_AT:
             raise ValueError(f"--grpo-forced-at {self.grpo_forced_at!r}: choose one of {FORCED_AT}")
+        from mmsr.train.config import DECISIONS
+
+        if self.sft_decision not in DECISIONS:
+            raise ValueError(f"--sft-decision {self.sft_decision!r}: choose one of {DECISIONS}")
+        if forced and self.grpo_forced_at == "reasoning" and self.sft_decision != "flag":
+            raise ValueError(
+                "--grpo-forced-at reasoning forces the 'flag' decision's words; "
+                f"--sft-decision {self.sft_decision!r} decides attribute questions with others"
+            )
         from mmsr.train.config import DRAWS
 
         if self.grpo_draw not in DRAWS:

@@ -130,12 +130,14 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "tools": tools.identity() if tools is not None else None,
                   "scripts": WORLD_SCRIPTS_VERSION, **precision_param(config),
                   **since_added(answer_weight=(config.sft_answer_weight, 1.0),
-                                trust_own_name=(config.sft_trust_own_name, True))}  # fmt: skip
+                                trust_own_name=(config.sft_trust_own_name, True),
+                                decision=(config.sft_decision, "flag"))}  # fmt: skip
     words = shipped_words(eye, console)
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = training_stage(sft_stage, config, (out / "sft", sft_params), tools, console,
                              state, start=base, answer_weight=config.sft_answer_weight,
-                             words=words, trust_own_name=config.sft_trust_own_name)  # fmt: skip
+                             words=words, trust_own_name=config.sft_trust_own_name,
+                             decision=config.sft_decision)  # fmt: skip
     number += 1
 
     train = balance["train"]

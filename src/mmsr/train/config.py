@@ -23,6 +23,10 @@ from mmsr.rollout.engine import EngineConfig
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 SCHEDULES = ("cosine", "linear", "constant")
 DRAWS = ("shuffle", "by_type")  # GRPOConfig.draw
+# SFTConfig.decision: where a world script decides between answering and searching.
+# "flag": every question by whether the model can name the flag; "fact": an attribute
+# question in words of its own, right after its topic (`mmsr.train.sft.fact_decision`).
+DECISIONS = ("flag", "fact")
 
 
 @dataclass
@@ -271,6 +275,13 @@ class SFTConfig:
     looked up by a text search for its own name ("text" plan); False: after an image
     search, as for a flag it cannot name ("image+text"), since a model that names a flag
     is not always right (`mmsr.train.sft.plan_from_knowledge`)."""
+    decision: str = "flag"
+    """World synthesis: the words a script decides to answer or search with
+    (`DECISIONS`). 'flag': every question by whether the model can name the
+    flag ("This is the flag of ..." / "I cannot tell which flag this is, so I search with
+    the image."); 'fact': an attribute question by whether it knows the fact, in words
+    that follow its topic ("Its capital I know. This is the flag of ..." / "Its capital I
+    look up: first the flag, with the image."), apart from the flag questions' words."""
     answer_weight: float = 1.0
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it
@@ -296,6 +307,8 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if not self.answer_weight > 0:
             raise ValueError(f"answer_weight must be > 0, got {self.answer_weight}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision {self.decision!r} is not one of {DECISIONS}")
 
 
 # ------------------------------------------------------------------------- YAML loading

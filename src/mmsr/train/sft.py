@@ -41,7 +41,7 @@ from mmsr.rollout.logprobs import token_logprobs
 from mmsr.rollout.trajectory import Trajectory
 from mmsr.train.align import answer_text
 from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
-from mmsr.train.config import SFTConfig, config_to_dict, config_to_yaml
+from mmsr.train.config import DECISIONS, SFTConfig, config_to_dict, config_to_yaml
 from mmsr.train.grpo import micro_batches
 from mmsr.train.lora import count_parameters, prepare_trainable
 from mmsr.train.metrics import MetricsLogger
@@ -237,12 +237,27 @@ def asks_for(sample: Sample) -> str:
     return f"The question asks for the {question_topic(sample)}."
 
 
+def check_decision(decision: str) -> None:
+    if decision not in DECISIONS:
+        raise ValueError(f"SFT decision {decision!r} is not one of {DECISIONS}")
+
+
+def fact_decision(sample: Sample, knows: bool) -> str:
+    """The "fact" decision of an attribute question, led by its topic so the deciding
+    token (" know" / " look") follows the topic's own words. Every question type shares
+    the "flag" decision's words, and GRPO's push on them from the flag questions, which
+    nano names, carried every type to answering at once (docs/RESULTS.md, stop 34)."""
+    topic = question_topic(sample)
+    return f"Its {topic} I know." if knows else f"Its {topic} I look up:"
+
+
 def plan_turns(
     plan: str,
     sample: Sample,
     entity_name: str,
     evidence: str | None = None,
     own: OwnWords | None = None,
+    decision: str = "flag",
 ) -> list[str]:
     """The assistant turns of `plan` for `sample`. Where the model speaks from its own
     knowledge (the flag's name in the answer and text plans, an answer given at once) the
@@ -250,11 +265,14 @@ def plan_turns(
     results' words: the flag shown (`entity_name`), the gold answer the text search
     states, quoting `evidence` (the result's words that state it) when there is one: a
     small model learns to copy the answer out of the results when its reasoning first
-    copies the line that holds it."""
+    copies the line that holds it. `decision` (`DECISIONS`): the words the first turn
+    decides with on an attribute question."""
+    check_decision(decision)
     answer = f"<answer>{sample.answer}</answer>"
     topic = question_topic(sample)
     asks = asks_for(sample)
     named = own.name if own else entity_name
+    by_fact = decision == "fact" and not is_flag_question(sample)
     # Answering from its own knowledge, the model first names the flag in the words its
     # eye was aligned with (`mmsr.train.align.answer_text`), so the name is what its eye
     # sees and a fact can follow from it.
@@ -265,13 +283,19 @@ def plan_turns(
         # The fact is stated in the sentence the model completed (`fact_start`), then
         # copied into the answer tag.
         fact = f"{fact_start(sample, named)} {said}."
-        return [f"<reason>{asks} {answer_text(named)} {fact}</reason><answer>{said}</answer>"]
+        knows = f"{fact_decision(sample, True)} " if by_fact else ""
+        return [
+            f"<reason>{asks} {knows}{answer_text(named)} {fact}</reason><answer>{said}</answer>"
+        ]
     # Every later turn starts by repeating what the question asks for: an exact repeat is
     # easy for a small model to copy, and it puts the topic right before the choices that
     # need it (answer with the flag, or look up its topic; which line of the results to
     # quote). v8 nano dropped the topic after the image search and quoted other facts.
     # GRPO's decision exploration forces these words where the scripts decide (`at="reasoning"`).
-    look = f"<reason>{asks} {SEARCH_WORDS}, so I search with the image.</reason>"
+    decide = f"{SEARCH_WORDS}, so I search with the image."
+    if by_fact:
+        decide = f"{fact_decision(sample, False)} first the flag, with the image."
+    look = f"<reason>{asks} {decide}</reason>"
     image = f"{look}<search><img></search>"
     found = f"<reason>{asks} The results show the flag of {entity_name}.</reason>"
     if plan == "image":
@@ -286,6 +310,8 @@ def plan_turns(
         return [image, f"{need}<text_search>{entity_name} {topic}</text_search>", read]
     if plan == "text":
         unsure = f"<reason>{asks} {answer_text(named)} I do not know its {topic}.</reason>"
+        if by_fact:
+            unsure = f"<reason>{asks} {fact_decision(sample, False)} {answer_text(named)}</reason>"
         return [f"{unsure}<text_search>{named} {topic}</text_search>", read]
     raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")
 
@@ -305,12 +331,13 @@ def world_script(
     sample: Sample,
     entity_name: str,
     own: OwnWords | None = None,
+    decision: str = "flag",
 ):
     """The replay script of `plan`: its turns (`plan_turns`), the answer turn after a text
     search quoting the evidence for the gold answer found in that search's results
     (`quote_evidence`). A text plan is only drawn for a flag the model names right
     (`plan_from_knowledge`), so its search looks up the question's own country."""
-    turns = plan_turns(plan, sample, entity_name, own=own)
+    turns = plan_turns(plan, sample, entity_name, own=own, decision=decision)
     topic = question_topic(sample)
     golds = [sample.answer, *sample.aliases]
 
@@ -318,7 +345,7 @@ def world_script(
         last = turn_index >= len(turns) - 1
         if last and plan in ("image+text", "text") and observations:
             evidence = quote_evidence(observations[-1], golds, topic)
-            return plan_turns(plan, sample, entity_name, evidence, own)[-1]
+            return plan_turns(plan, sample, entity_name, evidence, own, decision)[-1]
         return turns[min(turn_index, len(turns) - 1)]
 
     return script
@@ -418,6 +445,7 @@ def world_sft_scripts(
     seed: int,
     speaker: Speaker | None = None,
     trust_own_name: bool = True,
+    decision: str = "flag",
 ) -> tuple[list[Sample], list[Any], list[str]]:
     """`n` (sample, script, plan) triples: a plan drawn at random (`choose_plan`: answer
     at once with `p_direct`, else one of the three search plans), then a question drawn
@@ -433,10 +461,12 @@ def world_sft_scripts(
 
     `trust_own_name` False: no text search for the model's own name of the flag; the
     scripts the "text" plan would have drawn search the image first ("image+text"), so the
-    search plans' share stays `choose_plan`'s (`plan_from_knowledge`)."""
+    search plans' share stays `choose_plan`'s (`plan_from_knowledge`). `decision`: the
+    words an attribute question's first turn decides with (`DECISIONS`, `plan_turns`)."""
     from mmsr.train.eye_eval import NameIndex
     from mmsr.world.load import load_world
 
+    check_decision(decision)
     world = load_world()
     rng = random.Random(seed)
     if not samples:
@@ -482,7 +512,7 @@ def world_sft_scripts(
         words = None
         if said is not None:  # the gold name stands in where the model said none
             words = OwnWords(name=said.name or name, answer=said.answer or sample.answer)
-        scripts.append(world_script(plan, sample, name, words))
+        scripts.append(world_script(plan, sample, name, words, decision))
     return [pool[at] for at in chosen], scripts, plans
 
 
@@ -616,6 +646,7 @@ def build_sft_trajectories(
             config.run.seed,
             speaker,
             config.trust_own_name,
+            config.decision,
         )
         took = time.perf_counter() - started
         reused = f" ({speaker.reused} replies read from {config.words})" if config.words else ""
