@@ -227,7 +227,7 @@ class ReplicateConfig:
 
         if self.grpo_forced_at not in FORCED_AT:
             raise ValueError(f"--grpo-forced-at {self.grpo_forced_at!r}: choose one of {FORCED_AT}")
-        from mmsr.train.config import DECISIONS
+        from mmsr.train.config import DECISIONS, DRAWS
 
         if self.sft_decision not in DECISIONS:
             raise ValueError(f"--sft-decision {self.sft_decision!r}: choose one of {DECISIONS}")
@@ -236,8 +236,6 @@ class ReplicateConfig:
                 "--grpo-forced-at reasoning forces the 'flag' decision's words; "
                 f"--sft-decision {self.sft_decision!r} decides attribute questions with others"
             )
-        from mmsr.train.config import DRAWS
-
         if self.grpo_draw not in DRAWS:
             raise ValueError(f"--grpo-draw {self.grpo_draw!r}: choose one of {DRAWS}")
         if self.grpo_lr <= 0:

@@ -29,6 +29,11 @@ DRAWS = ("shuffle", "by_type")  # GRPOConfig.draw
 DECISIONS = ("flag", "fact")
 
 
+def check_decision(decision: str) -> None:
+    if decision not in DECISIONS:
+        raise ValueError(f"SFT decision {decision!r} is not one of {DECISIONS}")
+
+
 @dataclass
 class ModelOptions:
     """Which policy to train and which of its parameters move."""
@@ -307,8 +312,7 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if not self.answer_weight > 0:
             raise ValueError(f"answer_weight must be > 0, got {self.answer_weight}")
-        if self.decision not in DECISIONS:
-            raise ValueError(f"decision {self.decision!r} is not one of {DECISIONS}")
+        check_decision(self.decision)
 
 
 # ------------------------------------------------------------------------- YAML loading

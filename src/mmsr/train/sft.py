@@ -41,7 +41,7 @@ from mmsr.rollout.logprobs import token_logprobs
 from mmsr.rollout.trajectory import Trajectory
 from mmsr.train.align import answer_text
 from mmsr.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
-from mmsr.train.config import DECISIONS, SFTConfig, config_to_dict, config_to_yaml
+from mmsr.train.config import SFTConfig, check_decision, config_to_dict, config_to_yaml
 from mmsr.train.grpo import micro_batches
 from mmsr.train.lora import count_parameters, prepare_trainable
 from mmsr.train.metrics import MetricsLogger
@@ -237,11 +237,6 @@ def asks_for(sample: Sample) -> str:
     return f"The question asks for the {question_topic(sample)}."
 
 
-def check_decision(decision: str) -> None:
-    if decision not in DECISIONS:
-        raise ValueError(f"SFT decision {decision!r} is not one of {DECISIONS}")
-
-
 def fact_decision(sample: Sample, knows: bool) -> str:
     """The "fact" decision of an attribute question, led by its topic so the deciding
     token (" know" / " look") follows the topic's own words. Every question type shares
@@ -265,7 +260,7 @@ def plan_turns(
     results' words: the flag shown (`entity_name`), the gold answer the text search
     states, quoting `evidence` (the result's words that state it) when there is one: a
     small model learns to copy the answer out of the results when its reasoning first
-    copies the line that holds it. `decision` (`DECISIONS`): the words the first turn
+    copies the line that holds it. `decision` (`config.DECISIONS`): the words the first turn
     decides with on an attribute question."""
     check_decision(decision)
     answer = f"<answer>{sample.answer}</answer>"
@@ -292,9 +287,10 @@ def plan_turns(
     # need it (answer with the flag, or look up its topic; which line of the results to
     # quote). v8 nano dropped the topic after the image search and quoted other facts.
     # GRPO's decision exploration forces these words where the scripts decide (`at="reasoning"`).
-    decide = f"{SEARCH_WORDS}, so I search with the image."
     if by_fact:
         decide = f"{fact_decision(sample, False)} first the flag, with the image."
+    else:
+        decide = f"{SEARCH_WORDS}, so I search with the image."
     look = f"<reason>{asks} {decide}</reason>"
     image = f"{look}<search><img></search>"
     found = f"<reason>{asks} The results show the flag of {entity_name}.</reason>"
@@ -309,9 +305,10 @@ def plan_turns(
         )
         return [image, f"{need}<text_search>{entity_name} {topic}</text_search>", read]
     if plan == "text":
-        unsure = f"<reason>{asks} {answer_text(named)} I do not know its {topic}.</reason>"
         if by_fact:
             unsure = f"<reason>{asks} {fact_decision(sample, False)} {answer_text(named)}</reason>"
+        else:
+            unsure = f"<reason>{asks} {answer_text(named)} I do not know its {topic}.</reason>"
         return [f"{unsure}<text_search>{named} {topic}</text_search>", read]
     raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")
 
@@ -462,7 +459,7 @@ def world_sft_scripts(
     `trust_own_name` False: no text search for the model's own name of the flag; the
     scripts the "text" plan would have drawn search the image first ("image+text"), so the
     search plans' share stays `choose_plan`'s (`plan_from_knowledge`). `decision`: the
-    words an attribute question's first turn decides with (`DECISIONS`, `plan_turns`)."""
+    words an attribute question's first turn decides with (`config.DECISIONS`, `plan_turns`)."""
     from mmsr.train.eye_eval import NameIndex
     from mmsr.world.load import load_world
 
