@@ -325,10 +325,35 @@ def test_the_fact_decision_words_attribute_questions_apart_from_flag_questions(w
     flag = next(s for s in world_samples if s.extra.get("qtype") == "flag")
     for plan in ("answer", "image"):
         assert plan_turns(plan, flag, "Togo", decision="fact") == plan_turns(plan, flag, "Togo")
+    for plan in ("answer", "image"):
+        assert plan_turns(plan, flag, "Togo", decision="flag-fact") == plan_turns(
+            plan, flag, "Togo"
+        )
     with pytest.raises(ValueError, match="decision 'topic' is not one of"):
         plan_turns("answer", capital, "Togo", decision="topic")
     with pytest.raises(ValueError, match="decision 'topic' is not one of"):
         SFTConfig(decision="topic")
+
+
+def test_the_flag_fact_decision_names_the_flag_before_deciding_on_the_fact(world_samples):
+    from mmsr.rollout.forcing import SEARCH_WORDS
+    from mmsr.train.align import answer_text
+
+    capital = next(s for s in world_samples if s.extra.get("qtype") == "capital")
+    asks = "<reason>The question asks for the capital. "
+    (turn,) = plan_turns("answer", capital, "Togo", decision="flag-fact", names_flag=True)
+    assert turn.startswith(f"{asks}{answer_text('Togo')} Its capital I know. The capital of Togo")
+    # a flag it names, a fact it does not know: the image first, decided by the fact's words
+    first, _, _ = plan_turns("image+text", capital, "Togo", decision="flag-fact", names_flag=True)
+    look = "Its capital I look up: first the flag, with the image.</reason><search><img></search>"
+    assert first == f"{asks}{answer_text('Togo')} {look}"
+    # a flag it cannot name: the flag's search words, as under "flag"
+    first, _, _ = plan_turns("image+text", capital, "Togo", decision="flag-fact")
+    assert first.startswith(asks + SEARCH_WORDS)
+    assert first == plan_turns("image+text", capital, "Togo")[0]
+    first, _ = plan_turns("text", capital, "Togo", decision="flag-fact", names_flag=True)
+    search = "<text_search>Togo capital</text_search>"
+    assert first == f"{asks}{answer_text('Togo')} Its capital I look up:</reason>{search}"
 
 
 def test_scripts_speak_the_models_own_words_where_it_speaks_from_knowledge(world_samples):
@@ -433,6 +458,19 @@ def test_with_the_model_speaking_each_question_takes_the_plan_its_knowledge_call
     for sample, plan in zip(chosen, untrusted, strict=True):
         if not is_flag_question(sample) and not knows(sample, "abcdef"):
             assert plan == "image+text", sample.id
+
+    # "flag-fact": whether the flag was named right (by the model's own words) picks the
+    # first turn's words of an image search
+    chosen, scripts, plans = world_sft_scripts(
+        samples, 200, p_direct=0.3, seed=0, speaker=speaker, trust_own_name=False,
+        decision="flag-fact")  # fmt: skip
+    searched = [(s, script(0, [])) for s, script, plan in zip(chosen, scripts, plans, strict=True)
+                if plan == "image+text"]  # fmt: skip
+    named = [first for s, first in searched if knows(s, "abcdefghijklm")]
+    unnamed = [first for s, first in searched if not knows(s, "abcdefghijklm")]
+    assert named and unnamed
+    assert all("This is the flag of" in first and "I look up:" in first for first in named)
+    assert all("I cannot tell which flag this is" in first for first in unnamed)
 
 
 def test_flag_and_attribute_questions_answer_at_once_equally_often(world_samples):

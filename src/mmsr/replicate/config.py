@@ -105,7 +105,9 @@ class ReplicateConfig:
     'flag', every question by whether nano names the flag; 'fact', an attribute question
     in words of its own after its topic ("Its capital I know." / "Its capital I look up:
     ..."), so GRPO's push on the flag questions' decision does not carry to the others
-    (docs/RESULTS.md, stops 34-35)."""
+    (docs/RESULTS.md, stops 34-35); 'flag-fact', the flag's words, then after a flag nano
+    names the fact's ("This is the flag of X. Its capital I look up: ..."), so a continent
+    follows from the flag while a capital can still be looked up (stop 36)."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5

@@ -25,8 +25,9 @@ SCHEDULES = ("cosine", "linear", "constant")
 DRAWS = ("shuffle", "by_type")  # GRPOConfig.draw
 # SFTConfig.decision: where a world script decides between answering and searching.
 # "flag": every question by whether the model can name the flag; "fact": an attribute
-# question in words of its own, right after its topic (`mmsr.train.sft.fact_decision`).
-DECISIONS = ("flag", "fact")
+# question in words of its own, right after its topic (`mmsr.train.sft.fact_decision`);
+# "flag-fact": first the flag's words, then, after a flag it names, the fact's words.
+DECISIONS = ("flag", "fact", "flag-fact")
 
 
 def check_decision(decision: str) -> None:
@@ -286,7 +287,10 @@ class SFTConfig:
     flag ("This is the flag of ..." / "I cannot tell which flag this is, so I search with
     the image."); 'fact': an attribute question by whether it knows the fact, in words
     that follow its topic ("Its capital I know. This is the flag of ..." / "Its capital I
-    look up: first the flag, with the image."), apart from the flag questions' words."""
+    look up: first the flag, with the image."), apart from the flag questions' words;
+    'flag-fact': both in turn, an attribute question first by the flag ("I cannot tell which
+    flag this is, ..." / "This is the flag of X."), then, after a flag it names, by the fact
+    ("Its capital I know." / "Its capital I look up: first the flag, with the image.")."""
     answer_weight: float = 1.0
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it

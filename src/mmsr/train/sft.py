@@ -253,6 +253,7 @@ def plan_turns(
     evidence: str | None = None,
     own: OwnWords | None = None,
     decision: str = "flag",
+    names_flag: bool = False,
 ) -> list[str]:
     """The assistant turns of `plan` for `sample`. Where the model speaks from its own
     knowledge (the flag's name in the answer and text plans, an answer given at once) the
@@ -261,13 +262,18 @@ def plan_turns(
     states, quoting `evidence` (the result's words that state it) when there is one: a
     small model learns to copy the answer out of the results when its reasoning first
     copies the line that holds it. `decision` (`config.DECISIONS`): the words the first turn
-    decides with on an attribute question."""
+    decides with on an attribute question; with 'flag-fact', `names_flag` says whether the
+    model named the flag right (its name is said before the fact's decision) or not (the
+    flag's words decide to search the image)."""
     check_decision(decision)
     answer = f"<answer>{sample.answer}</answer>"
     topic = question_topic(sample)
     asks = asks_for(sample)
     named = own.name if own else entity_name
     by_fact = decision == "fact" and not is_flag_question(sample)
+    # "flag-fact": the fact's words follow the flag's name; a flag not named takes the
+    # flag decision's search words.
+    after_name = decision == "flag-fact" and not is_flag_question(sample)
     # Answering from its own knowledge, the model first names the flag in the words its
     # eye was aligned with (`mmsr.train.align.answer_text`), so the name is what its eye
     # sees and a fact can follow from it.
@@ -279,8 +285,10 @@ def plan_turns(
         # copied into the answer tag.
         fact = f"{fact_start(sample, named)} {said}."
         knows = f"{fact_decision(sample, True)} " if by_fact else ""
+        then = f" {fact_decision(sample, True)}" if after_name else ""
         return [
-            f"<reason>{asks} {knows}{answer_text(named)} {fact}</reason><answer>{said}</answer>"
+            f"<reason>{asks} {knows}{answer_text(named)}{then} {fact}</reason>"
+            f"<answer>{said}</answer>"
         ]
     # Every later turn starts by repeating what the question asks for: an exact repeat is
     # easy for a small model to copy, and it puts the topic right before the choices that
@@ -289,6 +297,10 @@ def plan_turns(
     # GRPO's decision exploration forces these words where the scripts decide (`at="reasoning"`).
     if by_fact:
         decide = f"{fact_decision(sample, False)} first the flag, with the image."
+    elif after_name and names_flag:
+        decide = (
+            f"{answer_text(named)} {fact_decision(sample, False)} first the flag, with the image."
+        )
     else:
         decide = f"{SEARCH_WORDS}, so I search with the image."
     look = f"<reason>{asks} {decide}</reason>"
@@ -307,6 +319,8 @@ def plan_turns(
     if plan == "text":
         if by_fact:
             unsure = f"<reason>{asks} {fact_decision(sample, False)} {answer_text(named)}</reason>"
+        elif after_name:
+            unsure = f"<reason>{asks} {answer_text(named)} {fact_decision(sample, False)}</reason>"
         else:
             unsure = f"<reason>{asks} {answer_text(named)} I do not know its {topic}.</reason>"
         return [f"{unsure}<text_search>{named} {topic}</text_search>", read]
@@ -329,12 +343,13 @@ def world_script(
     entity_name: str,
     own: OwnWords | None = None,
     decision: str = "flag",
+    names_flag: bool = False,
 ):
     """The replay script of `plan`: its turns (`plan_turns`), the answer turn after a text
     search quoting the evidence for the gold answer found in that search's results
     (`quote_evidence`). A text plan is only drawn for a flag the model names right
     (`plan_from_knowledge`), so its search looks up the question's own country."""
-    turns = plan_turns(plan, sample, entity_name, own=own, decision=decision)
+    turns = plan_turns(plan, sample, entity_name, own=own, decision=decision, names_flag=names_flag)
     topic = question_topic(sample)
     golds = [sample.answer, *sample.aliases]
 
@@ -342,7 +357,7 @@ def world_script(
         last = turn_index >= len(turns) - 1
         if last and plan in ("image+text", "text") and observations:
             evidence = quote_evidence(observations[-1], golds, topic)
-            return plan_turns(plan, sample, entity_name, evidence, own, decision)[-1]
+            return plan_turns(plan, sample, entity_name, evidence, own, decision, names_flag)[-1]
         return turns[min(turn_index, len(turns) - 1)]
 
     return script
@@ -509,7 +524,8 @@ def world_sft_scripts(
         words = None
         if said is not None:  # the gold name stands in where the model said none
             words = OwnWords(name=said.name or name, answer=said.answer or sample.answer)
-        scripts.append(world_script(plan, sample, name, words, decision))
+        names_flag = bool(said and said.name and index.named(said.name) == sample.extra["entity"])
+        scripts.append(world_script(plan, sample, name, words, decision, names_flag))
     return [pool[at] for at in chosen], scripts, plans
 
 
