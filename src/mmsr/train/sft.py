@@ -246,6 +246,16 @@ def fact_decision(sample: Sample, knows: bool) -> str:
     return f"Its {topic} I know." if knows else f"Its {topic} I look up:"
 
 
+def name_and_fact_decision(sample: Sample, named: str, decision: str, knows: bool) -> str | None:
+    """The flag's name (`answer_text`) with the fact's decision (`fact_decision`) before it
+    ('fact') or after it ('flag-fact'); None where the question decides on the flag alone
+    (a flag question, or the 'flag' decision)."""
+    if decision == "flag" or is_flag_question(sample):
+        return None
+    name, fact = answer_text(named), fact_decision(sample, knows)
+    return f"{fact} {name}" if decision == "fact" else f"{name} {fact}"
+
+
 def plan_turns(
     plan: str,
     sample: Sample,
@@ -271,9 +281,6 @@ def plan_turns(
     asks = asks_for(sample)
     named = own.name if own else entity_name
     by_fact = decision == "fact" and not is_flag_question(sample)
-    # "flag-fact": the fact's words follow the flag's name; a flag not named takes the
-    # flag decision's search words.
-    after_name = decision == "flag-fact" and not is_flag_question(sample)
     # Answering from its own knowledge, the model first names the flag in the words its
     # eye was aligned with (`mmsr.train.align.answer_text`), so the name is what its eye
     # sees and a fact can follow from it.
@@ -284,12 +291,8 @@ def plan_turns(
         # The fact is stated in the sentence the model completed (`fact_start`), then
         # copied into the answer tag.
         fact = f"{fact_start(sample, named)} {said}."
-        knows = f"{fact_decision(sample, True)} " if by_fact else ""
-        then = f" {fact_decision(sample, True)}" if after_name else ""
-        return [
-            f"<reason>{asks} {knows}{answer_text(named)}{then} {fact}</reason>"
-            f"<answer>{said}</answer>"
-        ]
+        knows = name_and_fact_decision(sample, named, decision, True) or answer_text(named)
+        return [f"<reason>{asks} {knows} {fact}</reason><answer>{said}</answer>"]
     # Every later turn starts by repeating what the question asks for: an exact repeat is
     # easy for a small model to copy, and it puts the topic right before the choices that
     # need it (answer with the flag, or look up its topic; which line of the results to
@@ -297,10 +300,10 @@ def plan_turns(
     # GRPO's decision exploration forces these words where the scripts decide (`at="reasoning"`).
     if by_fact:
         decide = f"{fact_decision(sample, False)} first the flag, with the image."
-    elif after_name and names_flag:
-        decide = (
-            f"{answer_text(named)} {fact_decision(sample, False)} first the flag, with the image."
-        )
+    elif names_flag and (unknown := name_and_fact_decision(sample, named, decision, False)):
+        # "flag-fact", a flag the model names: the fact's words decide after its name; a
+        # flag it does not name takes the flag decision's search words.
+        decide = f"{unknown} first the flag, with the image."
     else:
         decide = f"{SEARCH_WORDS}, so I search with the image."
     look = f"<reason>{asks} {decide}</reason>"
@@ -317,13 +320,9 @@ def plan_turns(
         )
         return [image, f"{need}<text_search>{entity_name} {topic}</text_search>", read]
     if plan == "text":
-        if by_fact:
-            unsure = f"<reason>{asks} {fact_decision(sample, False)} {answer_text(named)}</reason>"
-        elif after_name:
-            unsure = f"<reason>{asks} {answer_text(named)} {fact_decision(sample, False)}</reason>"
-        else:
-            unsure = f"<reason>{asks} {answer_text(named)} I do not know its {topic}.</reason>"
-        return [f"{unsure}<text_search>{named} {topic}</text_search>", read]
+        unsure = name_and_fact_decision(sample, named, decision, False)
+        unsure = unsure or f"{answer_text(named)} I do not know its {topic}."
+        return [f"<reason>{asks} {unsure}</reason><text_search>{named} {topic}</text_search>", read]
     raise ValueError(f"unknown SFT plan {plan!r} (have {PLANS})")
 
 
@@ -489,6 +488,7 @@ def world_sft_scripts(
     index = NameIndex(world)
     pool = list(samples)
     own: list[OwnWords | None] = [None] * len(pool)
+    named: list[str | None] = [None] * len(pool)  # the entity each own name denotes
     if speaker is None:
         takes = {plan: [i for i, s in enumerate(pool) if plan_fits(plan, s)] for plan in PLANS}
         # The answer plan draws flag and attribute questions apart (`FLAG_SHARE`): drawn
@@ -498,9 +498,10 @@ def world_sft_scripts(
     else:
         pool = rng.sample(pool, min(len(pool), 3 * n))
         own = speak_own_words(speaker, pool, ["answer"] * len(pool), lambda t: bool(index.named(t)))
+        named = [index.named(w.name) if w.name else None for w in own]
         known = [
-            plan_from_knowledge(s, w, index.named(w.name) if w.name else None, trust_own_name)
-            for s, w in zip(pool, own, strict=True)
+            plan_from_knowledge(s, w, entity, trust_own_name)
+            for s, w, entity in zip(pool, own, named, strict=True)
         ]
         takes = {plan: [i for i, k in enumerate(known) if k == plan] for plan in PLANS}
         kinds = []
@@ -524,7 +525,7 @@ def world_sft_scripts(
         words = None
         if said is not None:  # the gold name stands in where the model said none
             words = OwnWords(name=said.name or name, answer=said.answer or sample.answer)
-        names_flag = bool(said and said.name and index.named(said.name) == sample.extra["entity"])
+        names_flag = named[at] is not None and named[at] == sample.extra["entity"]
         scripts.append(world_script(plan, sample, name, words, decision, names_flag))
     return [pool[at] for at in chosen], scripts, plans
 
