@@ -187,11 +187,16 @@ def shown(result, max_chars: int | None) -> str:
     return f"{result.title} {body}"
 
 
+# (summary_order, summary_join_labels): the two earlier defaults, then today's.
+SUMMARY_VARIANTS = (("page", False), ("relevance", False), ("relevance", True))
+
+
 def bench_text(world, limit: int | None, seed: int, queries: str = "paraphrase") -> None:
-    """Each retrieval with the summary's sentences in page order (the baseline) and best
-    first (the default). answer@5: in the five summaries; shown@5 / shown@1: in what the
-    policy reads of the five / of the first result, each cut at the engine's
-    `max_result_chars`; in pages@5: anywhere in the five pages."""
+    """Each retrieval with the summary's sentences in page order, best first, and best
+    first with field labels joined to their values (the default). answer@5: in the five
+    summaries; shown@5 / shown@1: in what the policy reads of the five / of the first
+    result, each cut at the engine's `max_result_chars`; in pages@5: anywhere in the five
+    pages."""
     questions = text_questions(world, limit, seed, queries)
     cut = EngineConfig().max_result_chars
     print(
@@ -199,13 +204,13 @@ def bench_text(world, limit: int | None, seed: int, queries: str = "paraphrase")
         f"{len({q[2] for q in questions})} types; shown = each result cut at {cut} characters"
     )
     print(
-        f"{'retrieval':10s} {'summary':>9s} {'answer@5':>9s} {'shown@5':>8s} {'shown@1':>8s} "
+        f"{'retrieval':10s} {'summary':>16s} {'answer@5':>9s} {'shown@5':>8s} {'shown@1':>8s} "
         f"{'in pages@5':>10s} {'p50 ms':>8s} {'p90 ms':>8s}   per type (shown@1)"
     )
     for mode in ("hybrid", "bm25"):
         backend = LocalTextBackend(mode=mode)
-        for order in ("page", "relevance"):
-            config = SearchConfig(cache=False, summary_order=order)
+        for order, join_labels in SUMMARY_VARIANTS:
+            config = SearchConfig(cache=False, summary_order=order, summary_join_labels=join_labels)
             pipeline = make_pipeline(config, backend, CostMeter())
             tool = TextSearchTool(backend, pipeline=pipeline, cache=None, k=5)
             hits = seen5 = seen1 = in_pages = 0
@@ -223,9 +228,10 @@ def bench_text(world, limit: int | None, seed: int, queries: str = "paraphrase")
                 in_pages += contains_answer(pages, golds)
                 by_type.setdefault(qtype, []).append(first)
             n = len(questions)
+            summary = order + ("+labels" if join_labels else "")
             per_type = " ".join(f"{t}={statistics.mean(v):.0%}" for t, v in sorted(by_type.items()))
             print(
-                f"{mode:10s} {order:>9s} {hits / n:9.1%} {seen5 / n:8.1%} {seen1 / n:8.1%} "
+                f"{mode:10s} {summary:>16s} {hits / n:9.1%} {seen5 / n:8.1%} {seen1 / n:8.1%} "
                 f"{in_pages / n:10.1%} {percentile(latencies, 50):8.1f} "
                 f"{percentile(latencies, 90):8.1f}   {per_type}",
                 flush=True,

@@ -123,3 +123,40 @@ def test_llm_failures_are_typed(fake_http):
         llm.summarize("q", "text")
     with pytest.raises(ValueError, match="llm_model"):
         LLMSummarizer(base_url="http://x/v1", model="")
+
+
+FIELDS_PAGE = """Country name:
+- conventional long form: Pitcairn, Henderson, Ducie, and Oeno Islands
+- conventional short form: Pitcairn Islands
+
+Capital:
+- name: Adamstown
+- etymology: named after John ADAMS, who settled on Pitcairn Island in 1790
+
+A long line of prose that introduces what follows and happens to end with a colon, like this:
+- an item"""
+
+
+def test_split_joins_a_bare_label_to_its_first_value_line():
+    joined = split_sentences(FIELDS_PAGE, join_labels=True)
+    assert "Capital: - name: Adamstown" in joined
+    assert "- etymology: named after John ADAMS, who settled on Pitcairn Island in 1790" in joined
+    assert (
+        "Country name: - conventional long form: Pitcairn, Henderson, Ducie, and Oeno Islands"
+        in (joined)
+    )
+    # Prose ending in a colon is not a label; without the option every line stays alone.
+    assert "- an item" in joined
+    assert "Capital:" in split_sentences(FIELDS_PAGE)
+    assert "Capital: - name: Adamstown" not in split_sentences(FIELDS_PAGE)
+
+
+def test_extractive_shows_a_label_with_its_value():
+    # Alone, "Capital:" matches the query best and shows no fact, while "- name: Adamstown"
+    # matches no query word: the summary led with the label and left the capital out.
+    query = "Pitcairn Islands capital"
+    apart = ExtractiveSummarizer(max_chars=150, join_labels=False).summarize(query, FIELDS_PAGE)
+    assert apart.startswith("Capital: -") and "Adamstown" not in apart
+    joined = ExtractiveSummarizer(max_chars=150).summarize(query, FIELDS_PAGE)
+    assert joined.startswith("Capital: - name: Adamstown")
+    assert ExtractiveSummarizer().cache_id != ExtractiveSummarizer(join_labels=False).cache_id

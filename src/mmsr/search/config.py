@@ -123,6 +123,9 @@ class SearchConfig:
     summary_order: str = "relevance"
     """Extractive summary's sentences: `relevance` (best first, as a web snippet leads with
     the matching line) or `page` (page order, reads as prose)."""
+    summary_join_labels: bool = True
+    """Extractive summary: a bare field label ("Capital:") and the value line under it
+    ("- name: Adamstown") form one sentence (False: each line alone, as before stop 37)."""
     llm_base_url: str = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible root (ends in /v1) for the `llm` summariser: vLLM, OpenAI, ..."""
     llm_model: str = ""

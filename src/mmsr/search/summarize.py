@@ -37,6 +37,9 @@ what which who whom whose when where why how does do did this that these those i
 into than then there their them they he she his her i you your we our can could would should
 will shall may might not no yes s"""
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# A field label is a short line ending in a colon ("Capital:", "Major urban areas -
+# population:"); longer lines ending in a colon are prose that introduces a list.
+_MAX_LABEL_CHARS = 60
 
 
 class Summarizer(Protocol):
@@ -58,27 +61,56 @@ def terms(text: str) -> list[str]:
     return out
 
 
-def split_sentences(text: str) -> list[str]:
+def split_sentences(text: str, *, join_labels: bool = False) -> list[str]:
+    """Sentences of `text`; each line ends a sentence. `join_labels`: a bare field label
+    ("Capital:") is joined to the value line under it ("Capital: - name: Adamstown"), as
+    a label alone states nothing and a value line alone does not say what it is."""
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    if join_labels:
+        lines = _join_labels(lines)
     sentences = []
-    for line in text.splitlines():
-        line = " ".join(line.split())
+    for line in lines:
         if line:
             sentences.extend(s.strip() for s in _SENTENCE_END_RE.split(line) if s.strip())
     return sentences
 
 
+def _join_labels(lines: list[str]) -> list[str]:
+    """Lines with each bare label ("Field:") merged into the "- " value line right after it
+    (the factbook's layout: "Capital:" / "- name: Adamstown" / "- etymology: ...")."""
+    out: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if _is_bare_label(line) and following.startswith("- "):
+            out.append(f"{line} {following}")
+            index += 2
+        else:
+            out.append(line)
+            index += 1
+    return out
+
+
+def _is_bare_label(line: str) -> bool:
+    return line.endswith(":") and len(line) <= _MAX_LABEL_CHARS and not line.startswith("- ")
+
+
 @functools.lru_cache(maxsize=4096)
-def _page_sentences(text: str) -> tuple[tuple[str, ...], tuple[list[str], ...]]:
+def _page_sentences(
+    text: str, join_labels: bool = False
+) -> tuple[tuple[str, ...], tuple[list[str], ...]]:
     """Sentences of a page and their terms. Cached: a local corpus's pages come back in
     search after search, and splitting them is most of a summary's cost. Callers must not
     modify the returned lists."""
-    sentences = tuple(split_sentences(text))
+    sentences = tuple(split_sentences(text, join_labels=join_labels))
     return sentences, tuple(terms(s) for s in sentences)
 
 
 class ExtractiveSummarizer:
     """Best query-matching sentences of the page, at most `max_chars`, best first
-    (`order="relevance"`) or in page order (`order="page"`)."""
+    (`order="relevance"`) or in page order (`order="page"`). `join_labels`: a bare field
+    label and its first value line count as one sentence (`split_sentences`)."""
 
     name = "extractive"
 
@@ -89,21 +121,24 @@ class ExtractiveSummarizer:
         b: float = 0.75,
         focus_weight: float = 2.0,
         order: str = "relevance",
+        join_labels: bool = True,
     ):
         if max_chars < 20:
             raise ValueError(f"ExtractiveSummarizer: max_chars={max_chars} is too small (>= 20)")
         if order not in SUMMARY_ORDERS:
             raise ValueError(f"ExtractiveSummarizer: order={order!r}, expected {SUMMARY_ORDERS}")
         self.max_chars, self.k1, self.b, self.order = max_chars, k1, b, order
+        self.join_labels = join_labels
         # A focus sentence outranks one matching a single common query word, not one that
         # matches several query words (BM25 here is ~1-3 per matched word).
         self.focus_weight = focus_weight
         # The page order keeps the id it had before the order became an option.
         suffix = "" if order == "page" else f":{order}"
+        suffix += ":labels" if join_labels else ""
         self.cache_id = f"extractive:{max_chars}:focus{focus_weight}{suffix}"
 
     def summarize(self, query: str, text: str, *, title: str = "", focus: str = "") -> str:
-        sentences, tokenised = _page_sentences(text)
+        sentences, tokenised = _page_sentences(text, self.join_labels)
         if not sentences:
             return ""
         query_terms = [t for t in dict.fromkeys(terms(query)) if t not in STOPWORDS]

@@ -368,7 +368,11 @@ def make_pipeline(config: SearchConfig, backend: Any, cost: CostMeter) -> TextPi
     local = getattr(backend, "page_text", None) or _world_page_text
     summarizer = None
     if config.summarizer == "extractive":
-        summarizer = ExtractiveSummarizer(config.summary_max_chars, order=config.summary_order)
+        summarizer = ExtractiveSummarizer(
+            config.summary_max_chars,
+            order=config.summary_order,
+            join_labels=config.summary_join_labels,
+        )
     elif config.summarizer == "llm":
         summarizer = LLMSummarizer(
             base_url=config.llm_base_url,
