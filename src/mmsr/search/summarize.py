@@ -97,9 +97,7 @@ def _is_bare_label(line: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _page_sentences(
-    text: str, join_labels: bool = False
-) -> tuple[tuple[str, ...], tuple[list[str], ...]]:
+def _page_sentences(text: str, join_labels: bool) -> tuple[tuple[str, ...], tuple[list[str], ...]]:
     """Sentences of a page and their terms. Cached: a local corpus's pages come back in
     search after search, and splitting them is most of a summary's cost. Callers must not
     modify the returned lists."""
