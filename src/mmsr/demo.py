@@ -372,11 +372,12 @@ def sft_config(
     words: str | None = None,
     trust_own_name: bool = True,
     decision: str = "flag",
+    keep_wrong_names: bool = False,
 ):
     """The nano_sft_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the
     policy at `start` (default `config.policy`); the replication sets its `answer_weight`,
-    the recorded `words` of the policy (`SFTConfig.words`), `trust_own_name` and
-    `decision`."""
+    the recorded `words` of the policy (`SFTConfig.words`), `trust_own_name`,
+    `decision` and `keep_wrong_names`."""
     from mmsr.train.config import SFTConfig, load_config
 
     preset = load_config(SFTConfig, "nano_sft_cpu")
@@ -389,6 +390,7 @@ def sft_config(
         words=words,
         trust_own_name=trust_own_name,
         decision=decision,
+        keep_wrong_names=keep_wrong_names,
         search_config=config.search_config,
         model=_model_options(config, preset.model, start or config.policy),
         optim=_warm_up_within(preset.optim, config.sft_steps),

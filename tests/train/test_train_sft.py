@@ -472,6 +472,21 @@ def test_with_the_model_speaking_each_question_takes_the_plan_its_knowledge_call
     assert all("This is the flag of" in first and "I look up:" in first for first in named)
     assert all("I cannot tell which flag this is" in first for first in unnamed)
 
+    # keeping wrong names: a flag named wrongly keeps the model's name before the fact's
+    # decision, and the turn after the image search names the flag itself
+    chosen, scripts, plans = world_sft_scripts(
+        samples, 200, p_direct=0.3, seed=0, speaker=speaker, trust_own_name=False,
+        decision="flag-fact", keep_wrong_names=True)  # fmt: skip
+    wrong = [(s, script) for s, script, plan in zip(chosen, scripts, plans, strict=True)
+             if plan == "image+text" and not knows(s, "abcdefghijklm")]  # fmt: skip
+    assert wrong
+    france = world.entity("fr").name
+    for sample, script in wrong:
+        assert f"This is the flag of {france}." in script(0, []) and "I look up:" in script(0, [])
+        gold = world.entity(sample.extra["entity"]).name
+        assert f"The results show the flag of {gold};" in script(1, [])
+        assert f"<text_search>{gold} " in script(1, [])
+
 
 def test_flag_and_attribute_questions_answer_at_once_equally_often(world_samples):
     samples, _, plans = world_sft_scripts(world_samples * 5, 600, p_direct=0.3, seed=4)

@@ -108,6 +108,11 @@ class ReplicateConfig:
     (docs/RESULTS.md, stops 34-35); 'flag-fact', the flag's words, then after a flag nano
     names the fact's ("This is the flag of X. Its capital I look up: ..."), so a continent
     follows from the flag while a capital can still be looked up (stop 36)."""
+    sft_keep_wrong_names: bool = False
+    """With --sft-decision flag-fact: SFT scripts keep nano's wrong name of a flag before
+    the fact's decision and name the flag the image search shows after it
+    (`SFTConfig.keep_wrong_names`), so the name read from the results overrules nano's
+    own; stop 37's GRPO model repeated its own wrong name after the image search."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5
@@ -233,6 +238,11 @@ class ReplicateConfig:
 
         if self.sft_decision not in DECISIONS:
             raise ValueError(f"--sft-decision {self.sft_decision!r}: choose one of {DECISIONS}")
+        if self.sft_keep_wrong_names and self.sft_decision != "flag-fact":
+            raise ValueError(
+                "--sft-keep-wrong-names keeps a name before the fact's decision: it needs "
+                f"--sft-decision flag-fact, not {self.sft_decision!r}"
+            )
         if forced and self.grpo_forced_at == "reasoning" and self.sft_decision != "flag":
             raise ValueError(
                 "--grpo-forced-at reasoning forces the 'flag' decision's words; "

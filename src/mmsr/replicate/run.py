@@ -131,13 +131,15 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   "scripts": WORLD_SCRIPTS_VERSION, **precision_param(config),
                   **since_added(answer_weight=(config.sft_answer_weight, 1.0),
                                 trust_own_name=(config.sft_trust_own_name, True),
-                                decision=(config.sft_decision, "flag"))}  # fmt: skip
+                                decision=(config.sft_decision, "flag"),
+                                keep_wrong_names=(config.sft_keep_wrong_names, False))}  # fmt: skip
     words = shipped_words(eye, console)
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = training_stage(sft_stage, config, (out / "sft", sft_params), tools, console,
                              state, start=base, answer_weight=config.sft_answer_weight,
                              words=words, trust_own_name=config.sft_trust_own_name,
-                             decision=config.sft_decision)  # fmt: skip
+                             decision=config.sft_decision,
+                             keep_wrong_names=config.sft_keep_wrong_names)  # fmt: skip
     number += 1
 
     train = balance["train"]

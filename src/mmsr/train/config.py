@@ -291,6 +291,16 @@ class SFTConfig:
     'flag-fact': both in turn, an attribute question first by the flag ("I cannot tell which
     flag this is, ..." / "This is the flag of X."), then, after a flag it names, by the fact
     ("Its capital I know." / "Its capital I look up: first the flag, with the image.")."""
+    keep_wrong_names: bool = False
+    """World synthesis, 'flag-fact' decision: an attribute question whose flag the model
+    names wrongly keeps its own name before the fact's decision ("This is the flag of
+    Israel. Its internet country code I look up: first the flag, with the image."), and
+    the turn after the image search names the flag the results show (Nauru). False: such
+    a question takes the flag's words ("I cannot tell which flag this is, ..."), so every
+    script that names a flag before its image search names it right, and nano learned to
+    repeat its own name after the search: stop 37's GRPO rollouts looked up the fact of
+    their own wrong name in 21 of the 74 hard questions they searched with the image,
+    then text (docs/RESULTS.md, stop 38)."""
     answer_weight: float = 1.0
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it
@@ -317,6 +327,11 @@ class SFTConfig:
         if not self.answer_weight > 0:
             raise ValueError(f"answer_weight must be > 0, got {self.answer_weight}")
         check_decision(self.decision)
+        if self.keep_wrong_names and self.decision != "flag-fact":
+            raise ValueError(
+                "keep_wrong_names keeps a name before the fact's decision, which only the "
+                f"'flag-fact' decision says; decision is {self.decision!r}"
+            )
 
 
 # ------------------------------------------------------------------------- YAML loading

@@ -273,8 +273,9 @@ def plan_turns(
     small model learns to copy the answer out of the results when its reasoning first
     copies the line that holds it. `decision` (`config.DECISIONS`): the words the first turn
     decides with on an attribute question; with 'flag-fact', `names_flag` says whether the
-    model named the flag right (its name is said before the fact's decision) or not (the
-    flag's words decide to search the image)."""
+    model's own name of the flag is said before the fact's decision (a name it says right,
+    or any with `SFTConfig.keep_wrong_names`) or not (the flag's words decide to search
+    the image). The turns after an image search name the flag the results show."""
     check_decision(decision)
     answer = f"<answer>{sample.answer}</answer>"
     topic = question_topic(sample)
@@ -457,6 +458,7 @@ def world_sft_scripts(
     speaker: Speaker | None = None,
     trust_own_name: bool = True,
     decision: str = "flag",
+    keep_wrong_names: bool = False,
 ) -> tuple[list[Sample], list[Any], list[str]]:
     """`n` (sample, script, plan) triples: a plan drawn at random (`choose_plan`: answer
     at once with `p_direct`, else one of the three search plans), then a question drawn
@@ -473,7 +475,11 @@ def world_sft_scripts(
     `trust_own_name` False: no text search for the model's own name of the flag; the
     scripts the "text" plan would have drawn search the image first ("image+text"), so the
     search plans' share stays `choose_plan`'s (`plan_from_knowledge`). `decision`: the
-    words an attribute question's first turn decides with (`config.DECISIONS`, `plan_turns`)."""
+    words an attribute question's first turn decides with (`config.DECISIONS`, `plan_turns`).
+    `keep_wrong_names` ('flag-fact'): an attribute question whose flag the model names
+    wrongly keeps that name before the fact's decision, and the image search's result
+    names the flag after it, so SFT shows the name read from the results overruling the
+    model's own (`SFTConfig.keep_wrong_names`)."""
     from mmsr.train.eye_eval import NameIndex
     from mmsr.world.load import load_world
 
@@ -525,7 +531,7 @@ def world_sft_scripts(
         words = None
         if said is not None:  # the gold name stands in where the model said none
             words = OwnWords(name=said.name or name, answer=said.answer or sample.answer)
-        names_flag = named[at] == sample.extra["entity"]
+        names_flag = named[at] == sample.extra["entity"] or (keep_wrong_names and bool(named[at]))
         scripts.append(world_script(plan, sample, name, words, decision, names_flag))
     return [pool[at] for at in chosen], scripts, plans
 
@@ -661,6 +667,7 @@ def build_sft_trajectories(
             speaker,
             config.trust_own_name,
             config.decision,
+            config.keep_wrong_names,
         )
         took = time.perf_counter() - started
         reused = f" ({speaker.reused} replies read from {config.words})" if config.words else ""
