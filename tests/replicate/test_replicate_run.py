@@ -327,6 +327,10 @@ def test_bench_options_map_to_the_config(bench_script):
     assert bench.parse_args(["--sft-decision", "fact"])[0].sft_decision == "fact"
     with pytest.raises(ValueError, match="--sft-decision 'topic': choose one of"):
         ReplicateConfig(sft_decision="topic")
+    args = ["--sft-decision", "flag-fact", "--sft-keep-wrong-names"]
+    assert bench.parse_args(args)[0].sft_keep_wrong_names
+    with pytest.raises(ValueError, match="--sft-keep-wrong-names .* not 'fact'"):
+        ReplicateConfig(sft_decision="fact", sft_keep_wrong_names=True)
     with pytest.raises(ValueError, match="--grpo-forced-at reasoning forces the 'flag'"):
         ReplicateConfig(sft_decision="fact", grpo_forced_search=1, grpo_forced_at="reasoning")
 

@@ -223,6 +223,9 @@ def test_sft_step_weighs_answer_tokens_and_stays_a_weighted_mean(tiny_policy, wo
     assert losses["x5 micro"] == pytest.approx(losses["x5"], rel=1e-5)
     with pytest.raises(ValueError, match="answer_weight"):
         SFTConfig(answer_weight=0)
+    with pytest.raises(ValueError, match="keep_wrong_names .* decision is 'flag'"):
+        SFTConfig(keep_wrong_names=True)
+    assert SFTConfig(keep_wrong_names=True, decision="flag-fact").keep_wrong_names
 
 
 def test_distillation_file_is_read_and_filtered(tmp_path):

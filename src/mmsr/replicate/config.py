@@ -112,7 +112,9 @@ class ReplicateConfig:
     """With --sft-decision flag-fact: SFT scripts keep nano's wrong name of a flag before
     the fact's decision and name the flag the image search shows after it
     (`SFTConfig.keep_wrong_names`), so the name read from the results overrules nano's
-    own; stop 37's GRPO model repeated its own wrong name after the image search."""
+    own; stop 37's GRPO model repeated its own wrong name after the image search. Stop
+    38's run with it met target 2 but not 1 and 6: GRPO main searched 73.7% of the test
+    questions, every continent question included (docs/RESULTS.md)."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5

@@ -300,7 +300,9 @@ class SFTConfig:
     script that names a flag before its image search names it right, and nano learned to
     repeat its own name after the search: stop 37's GRPO rollouts looked up the fact of
     their own wrong name in 21 of the 74 hard questions they searched with the image,
-    then text (docs/RESULTS.md, stop 38)."""
+    then text. True (stop 38): 8 of 107, and the GRPO model met target 2, but said
+    "Its continent I look up" after nearly every name and searched 73.7% of the test
+    questions (docs/RESULTS.md, stop 38); so off by default."""
     answer_weight: float = 1.0
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it

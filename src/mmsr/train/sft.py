@@ -275,7 +275,8 @@ def plan_turns(
     decides with on an attribute question; with 'flag-fact', `names_flag` says whether the
     model's own name of the flag is said before the fact's decision (a name it says right,
     or any with `SFTConfig.keep_wrong_names`) or not (the flag's words decide to search
-    the image). The turns after an image search name the flag the results show."""
+    the image). The turns after an image search name the question's own flag
+    (`entity_name`), whatever the model said before."""
     check_decision(decision)
     answer = f"<answer>{sample.answer}</answer>"
     topic = question_topic(sample)
