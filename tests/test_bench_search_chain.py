@@ -33,7 +33,8 @@ def test_a_read_failure_is_put_on_the_last_step(bench):
     )
     assert steps == {
         "searched": True, "image_top1": True, "text": True, "query_entity": True,
-        "query_topic": True, "gold_in_results": True, "correct": False,
+        "query_own_wrong_name": False, "query_topic": True, "gold_in_results": True,
+        "correct": False,
         "correct_after_gold": False, "query_as_answer": False,
     }  # fmt: skip
 
@@ -54,3 +55,20 @@ def test_a_wrong_country_fails_from_the_image_step(bench):
     no_search = {"golds": ["x"], "correct_rule": True, "trajectory": {"tool_calls": []}}
     steps = bench.chain_steps(no_search, "Grenada", "capital")
     assert steps["correct"] and not steps["searched"] and not steps["correct_after_gold"]
+
+
+def test_a_query_for_the_models_own_wrong_name_is_counted_in_a_grpo_rollout(bench):
+    # a GRPO rollout: the trajectory at top level, its reward's accuracy, its answer
+    rollout = record("Nauru", "Israel internet country code", "Internet country code: .il",
+                     prediction_correct=None, golds=(".nr",))  # fmt: skip
+    rollout = {**rollout.pop("trajectory"), "golds": rollout["golds"], "answer": ".il",
+               "reward": {"acc": 0.0}}  # fmt: skip
+    said = "<reason>This is the flag of Israel. Its internet country code I look up.</reason>"
+    rollout["turns"] = [{"text": said}]
+    steps = bench.chain_steps(rollout, "Nauru", "internet country code")
+    assert steps["query_own_wrong_name"] and steps["image_top1"] and not steps["correct"]
+    # a name the image search agrees with, or the right one, is not a wrong name
+    for top, name in (("Israel", "Nauru"), ("Nauru", "Israel")):
+        steps = bench.chain_steps({**rollout, "tool_calls": record(top, "Israel x", "", 0)[
+            "trajectory"]["tool_calls"]}, name, "internet country code")  # fmt: skip
+        assert not steps["query_own_wrong_name"]

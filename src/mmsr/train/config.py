@@ -299,8 +299,8 @@ class SFTConfig:
     a question takes the flag's words ("I cannot tell which flag this is, ..."), so every
     script that names a flag before its image search names it right, and nano learned to
     repeat its own name after the search: stop 37's GRPO rollouts looked up the fact of
-    their own wrong name in 21 of the 74 hard questions they searched with the image,
-    then text. True (stop 38): 8 of 107, and the GRPO model met target 2, but said
+    their own wrong name in 21 of the 73 text searches on hard questions. True (stop
+    38): 0 of 107, and the GRPO model met target 2, but said
     "Its continent I look up" after nearly every name and searched 73.7% of the test
     questions (docs/RESULTS.md, stop 38); so off by default."""
     answer_weight: float = 1.0

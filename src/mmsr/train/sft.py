@@ -532,7 +532,8 @@ def world_sft_scripts(
         words = None
         if said is not None:  # the gold name stands in where the model said none
             words = OwnWords(name=said.name or name, answer=said.answer or sample.answer)
-        names_flag = named[at] == sample.extra["entity"] or (keep_wrong_names and bool(named[at]))
+        said_name = named[at] is not None
+        names_flag = said_name and (keep_wrong_names or named[at] == sample.extra["entity"])
         scripts.append(world_script(plan, sample, name, words, decision, names_flag))
     return [pool[at] for at in chosen], scripts, plans
 
