@@ -373,11 +373,12 @@ def sft_config(
     trust_own_name: bool = True,
     decision: str = "flag",
     keep_wrong_names: bool = False,
+    keep_wrong_names_except: list[str] | None = None,
 ):
     """The nano_sft_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the
     policy at `start` (default `config.policy`); the replication sets its `answer_weight`,
     the recorded `words` of the policy (`SFTConfig.words`), `trust_own_name`,
-    `decision` and `keep_wrong_names`."""
+    `decision`, `keep_wrong_names` and `keep_wrong_names_except`."""
     from mmsr.train.config import SFTConfig, load_config
 
     preset = load_config(SFTConfig, "nano_sft_cpu")
@@ -391,6 +392,7 @@ def sft_config(
         trust_own_name=trust_own_name,
         decision=decision,
         keep_wrong_names=keep_wrong_names,
+        keep_wrong_names_except=list(keep_wrong_names_except or []),
         search_config=config.search_config,
         model=_model_options(config, preset.model, start or config.policy),
         optim=_warm_up_within(preset.optim, config.sft_steps),

@@ -331,6 +331,13 @@ def test_bench_options_map_to_the_config(bench_script):
     assert bench.parse_args(args)[0].sft_keep_wrong_names
     with pytest.raises(ValueError, match="--sft-keep-wrong-names .* not 'fact'"):
         ReplicateConfig(sft_decision="fact", sft_keep_wrong_names=True)
+    args += ["--sft-keep-wrong-names-except", "continent, capital"]
+    assert bench.parse_args(args)[0].kept_names_except == ["continent", "capital"]
+    with pytest.raises(ValueError, match="--sft-keep-wrong-names-except .* needs --sft-keep"):
+        ReplicateConfig(sft_decision="flag-fact", sft_keep_wrong_names_except="continent")
+    with pytest.raises(ValueError, match="--sft-keep-wrong-names-except: unknown .*'capitol'"):
+        ReplicateConfig(sft_decision="flag-fact", sft_keep_wrong_names=True,
+                        sft_keep_wrong_names_except="capitol")  # fmt: skip
     with pytest.raises(ValueError, match="--grpo-forced-at reasoning forces the 'flag'"):
         ReplicateConfig(sft_decision="fact", grpo_forced_search=1, grpo_forced_at="reasoning")
 

@@ -226,6 +226,10 @@ def test_sft_step_weighs_answer_tokens_and_stays_a_weighted_mean(tiny_policy, wo
     with pytest.raises(ValueError, match="keep_wrong_names .* decision is 'flag'"):
         SFTConfig(keep_wrong_names=True)
     assert SFTConfig(keep_wrong_names=True, decision="flag-fact").keep_wrong_names
+    with pytest.raises(ValueError, match="keep_wrong_names_except .* needs keep_wrong_names"):
+        SFTConfig(decision="flag-fact", keep_wrong_names_except=["continent"])
+    with pytest.raises(ValueError, match=r"unknown question type\(s\) \['flag'\]"):
+        SFTConfig(decision="flag-fact", keep_wrong_names=True, keep_wrong_names_except=["flag"])
 
 
 def test_distillation_file_is_read_and_filtered(tmp_path):
@@ -489,6 +493,21 @@ def test_with_the_model_speaking_each_question_takes_the_plan_its_knowledge_call
         gold = world.entity(sample.extra["entity"]).name
         assert f"The results show the flag of {gold};" in script(1, [])
         assert f"<text_search>{gold} " in script(1, [])
+
+    # except on the question types named: their wrong names take the flag's words again,
+    # while the other types keep theirs
+    chosen, scripts, plans = world_sft_scripts(
+        samples, 200, p_direct=0.3, seed=0, speaker=speaker, trust_own_name=False,
+        decision="flag-fact", keep_wrong_names=True,
+        keep_wrong_names_except=["continent"])  # fmt: skip
+    wrong = [(s.extra["qtype"], script(0, [])) for s, script, plan
+             in zip(chosen, scripts, plans, strict=True)
+             if plan == "image+text" and not knows(s, "abcdefghijklm")]  # fmt: skip
+    continents = [first for qtype, first in wrong if qtype == "continent"]
+    others = [first for qtype, first in wrong if qtype != "continent"]
+    assert continents and others
+    assert all("I cannot tell which flag this is" in first for first in continents)
+    assert all(f"This is the flag of {france}." in first for first in others)
 
 
 def test_flag_and_attribute_questions_answer_at_once_equally_often(world_samples):

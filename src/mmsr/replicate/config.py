@@ -115,6 +115,11 @@ class ReplicateConfig:
     own; stop 37's GRPO model repeated its own wrong name after the image search. Stop
     38's run with it met target 2 but not 1 and 6: GRPO main searched 73.7% of the test
     questions, every continent question included (docs/RESULTS.md)."""
+    sft_keep_wrong_names_except: str = ""
+    """With --sft-keep-wrong-names: comma-separated question types whose wrong names are
+    not kept (`SFTConfig.keep_wrong_names_except`), e.g. 'continent': a continent follows
+    from the flag's name, right or wrong, so its scripts decide by the flag as without the
+    option."""
     grpo_steps: int = 16
     """GRPO steps of every run (main and ablations)."""
     grpo_lr: float = 5e-5
@@ -236,7 +241,7 @@ class ReplicateConfig:
 
         if self.grpo_forced_at not in FORCED_AT:
             raise ValueError(f"--grpo-forced-at {self.grpo_forced_at!r}: choose one of {FORCED_AT}")
-        from mmsr.train.config import DECISIONS, DRAWS
+        from mmsr.train.config import DECISIONS, DRAWS, check_kept_names_except
 
         if self.sft_decision not in DECISIONS:
             raise ValueError(f"--sft-decision {self.sft_decision!r}: choose one of {DECISIONS}")
@@ -245,6 +250,13 @@ class ReplicateConfig:
                 "--sft-keep-wrong-names keeps a name before the fact's decision: it needs "
                 f"--sft-decision flag-fact, not {self.sft_decision!r}"
             )
+        if self.sft_keep_wrong_names_except and not self.sft_keep_wrong_names:
+            raise ValueError(
+                f"--sft-keep-wrong-names-except {self.sft_keep_wrong_names_except!r} "
+                "needs --sft-keep-wrong-names"
+            )
+        check_kept_names_except(self.kept_names_except, self.sft_keep_wrong_names,
+                                "--sft-keep-wrong-names-except")  # fmt: skip
         if forced and self.grpo_forced_at == "reasoning" and self.sft_decision != "flag":
             raise ValueError(
                 "--grpo-forced-at reasoning forces the 'flag' decision's words; "
@@ -266,6 +278,11 @@ class ReplicateConfig:
         check_matmul_dtype(self.sample_dtype, "--sample-dtype")
         if self.align and self.policy != "nano":
             raise ValueError(f"--align trains nano's eye; --policy {self.policy!r} is not nano")
+
+    @property
+    def kept_names_except(self) -> list[str]:
+        """`sft_keep_wrong_names_except` as a list of question types."""
+        return [t.strip() for t in self.sft_keep_wrong_names_except.split(",") if t.strip()]
 
 
 QUICK = {

@@ -124,6 +124,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
         number += 1
     from mmsr.train.sft import WORLD_SCRIPTS_VERSION
 
+    kept_except = config.kept_names_except
     sft_params = {"base": eye["params"], "steps": config.sft_steps,
                   "trajectories": config.sft_trajectories, "freeze": config.freeze_layers,
                   "search": config.search_config, "seed": config.seed,
@@ -132,14 +133,16 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                   **since_added(answer_weight=(config.sft_answer_weight, 1.0),
                                 trust_own_name=(config.sft_trust_own_name, True),
                                 decision=(config.sft_decision, "flag"),
-                                keep_wrong_names=(config.sft_keep_wrong_names, False))}  # fmt: skip
+                                keep_wrong_names=(config.sft_keep_wrong_names, False),
+                                keep_wrong_names_except=(kept_except, []))}  # fmt: skip
     words = shipped_words(eye, console)
     with clock.stage(number, "SFT warm-start (the tag format)") as state:
         sft = training_stage(sft_stage, config, (out / "sft", sft_params), tools, console,
                              state, start=base, answer_weight=config.sft_answer_weight,
                              words=words, trust_own_name=config.sft_trust_own_name,
                              decision=config.sft_decision,
-                             keep_wrong_names=config.sft_keep_wrong_names)  # fmt: skip
+                             keep_wrong_names=config.sft_keep_wrong_names,
+                             keep_wrong_names_except=kept_except)  # fmt: skip
     number += 1
 
     train = balance["train"]

@@ -303,6 +303,12 @@ class SFTConfig:
     38): 0 of 107, and the GRPO model met target 2, but said
     "Its continent I look up" after nearly every name and searched 73.7% of the test
     questions (docs/RESULTS.md, stop 38); so off by default."""
+    keep_wrong_names_except: list[str] = field(default_factory=list)
+    """With `keep_wrong_names`: the question types (world qtypes, e.g. 'continent') whose
+    wrong names are not kept: their scripts take the flag's words ("I cannot tell which
+    flag this is, ..."), as without the option. A continent follows from a flag's name
+    right or wrong (nano's prior answers most of them), and with every wrong name kept
+    the stop 38 model looked up the continent after nearly every name it said."""
     answer_weight: float = 1.0
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it
@@ -334,6 +340,25 @@ class SFTConfig:
                 "keep_wrong_names keeps a name before the fact's decision, which only the "
                 f"'flag-fact' decision says; decision is {self.decision!r}"
             )
+        check_kept_names_except(self.keep_wrong_names_except, self.keep_wrong_names)
+
+
+def check_kept_names_except(
+    qtypes: list[str], keep_wrong_names: bool, option: str = "keep_wrong_names_except"
+) -> None:
+    """`SFTConfig.keep_wrong_names_except`: attribute question types of the world, and
+    only with `keep_wrong_names` (without it no wrong name is kept anyway)."""
+    from mmsr.world.questions import FLAG, QUESTION_TYPES
+
+    if qtypes and not keep_wrong_names:
+        raise ValueError(
+            f"keep_wrong_names_except {list(qtypes)} needs keep_wrong_names: without it "
+            "no wrong name is kept"
+        )
+    attributes = [t for t in QUESTION_TYPES if t != FLAG]
+    unknown = [t for t in qtypes if t not in attributes]
+    if unknown:
+        raise ValueError(f"{option}: unknown question type(s) {unknown}; choose from {attributes}")
 
 
 # ------------------------------------------------------------------------- YAML loading

@@ -24,7 +24,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -460,6 +460,7 @@ def world_sft_scripts(
     trust_own_name: bool = True,
     decision: str = "flag",
     keep_wrong_names: bool = False,
+    keep_wrong_names_except: Collection[str] = (),
 ) -> tuple[list[Sample], list[Any], list[str]]:
     """`n` (sample, script, plan) triples: a plan drawn at random (`choose_plan`: answer
     at once with `p_direct`, else one of the three search plans), then a question drawn
@@ -480,7 +481,8 @@ def world_sft_scripts(
     `keep_wrong_names` ('flag-fact'): an attribute question whose flag the model names
     wrongly keeps that name before the fact's decision, and the image search's result
     names the flag after it, so SFT shows the name read from the results overruling the
-    model's own (`SFTConfig.keep_wrong_names`)."""
+    model's own (`SFTConfig.keep_wrong_names`), except on the question types in
+    `keep_wrong_names_except`."""
     from mmsr.train.eye_eval import NameIndex
     from mmsr.world.load import load_world
 
@@ -533,7 +535,8 @@ def world_sft_scripts(
         if said is not None:  # the gold name stands in where the model said none
             words = OwnWords(name=said.name or name, answer=said.answer or sample.answer)
         said_name = named[at] is not None
-        names_flag = said_name and (keep_wrong_names or named[at] == sample.extra["entity"])
+        keeps = keep_wrong_names and sample.extra.get("qtype") not in keep_wrong_names_except
+        names_flag = said_name and (keeps or named[at] == sample.extra["entity"])
         scripts.append(world_script(plan, sample, name, words, decision, names_flag))
     return [pool[at] for at in chosen], scripts, plans
 
@@ -670,6 +673,7 @@ def build_sft_trajectories(
             config.trust_own_name,
             config.decision,
             config.keep_wrong_names,
+            config.keep_wrong_names_except,
         )
         took = time.perf_counter() - started
         reused = f" ({speaker.reused} replies read from {config.words})" if config.words else ""
