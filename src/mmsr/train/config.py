@@ -306,9 +306,11 @@ class SFTConfig:
     keep_wrong_names_except: list[str] = field(default_factory=list)
     """With `keep_wrong_names`: the question types (world qtypes, e.g. 'continent') whose
     wrong names are not kept: their scripts take the flag's words ("I cannot tell which
-    flag this is, ..."), as without the option. A continent follows from a flag's name
-    right or wrong (nano's prior answers most of them), and with every wrong name kept
-    the stop 38 model looked up the continent after nearly every name it said."""
+    flag this is, ..."), as without the option. Base nano gets most continents right
+    without a search, yet with every wrong name kept the stop 38 model looked up the
+    continent after nearly every name it said. Measured (stop 39, continent excepted):
+    the GRPO model searched 92.1% of the test questions, opening the continent and flag
+    questions alike with "I cannot tell" (docs/RESULTS.md)."""
     answer_weight: float = 1.0
     """Loss weight of the tokens inside <answer>...</answer> (the closing tag included),
     against 1 for every other sampled token; the loss stays a weighted mean. Above 1 it
