@@ -230,6 +230,8 @@ def test_sft_step_weighs_answer_tokens_and_stays_a_weighted_mean(tiny_policy, wo
         SFTConfig(decision="flag-fact", keep_wrong_names_except=["continent"])
     with pytest.raises(ValueError, match=r"unknown question type\(s\) \['flag'\]"):
         SFTConfig(decision="flag-fact", keep_wrong_names=True, keep_wrong_names_except=["flag"])
+    with pytest.raises(ValueError, match="a list of question types, not the string 'continent'"):
+        SFTConfig(decision="flag-fact", keep_wrong_names=True, keep_wrong_names_except="continent")
 
 
 def test_distillation_file_is_read_and_filtered(tmp_path):

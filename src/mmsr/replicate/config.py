@@ -250,13 +250,12 @@ class ReplicateConfig:
                 "--sft-keep-wrong-names keeps a name before the fact's decision: it needs "
                 f"--sft-decision flag-fact, not {self.sft_decision!r}"
             )
-        if self.sft_keep_wrong_names_except and not self.sft_keep_wrong_names:
-            raise ValueError(
-                f"--sft-keep-wrong-names-except {self.sft_keep_wrong_names_except!r} "
-                "needs --sft-keep-wrong-names"
-            )
-        check_kept_names_except(self.kept_names_except, self.sft_keep_wrong_names,
-                                "--sft-keep-wrong-names-except")  # fmt: skip
+        check_kept_names_except(
+            self.kept_names_except,
+            self.sft_keep_wrong_names,
+            "--sft-keep-wrong-names-except",
+            "--sft-keep-wrong-names",
+        )
         if forced and self.grpo_forced_at == "reasoning" and self.sft_decision != "flag":
             raise ValueError(
                 "--grpo-forced-at reasoning forces the 'flag' decision's words; "

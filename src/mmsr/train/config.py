@@ -346,17 +346,20 @@ class SFTConfig:
 
 
 def check_kept_names_except(
-    qtypes: list[str], keep_wrong_names: bool, option: str = "keep_wrong_names_except"
+    qtypes: list[str],
+    keep_wrong_names: bool,
+    option: str = "keep_wrong_names_except",
+    needs: str = "keep_wrong_names",
 ) -> None:
-    """`SFTConfig.keep_wrong_names_except`: attribute question types of the world, and
-    only with `keep_wrong_names` (without it no wrong name is kept anyway)."""
+    """`SFTConfig.keep_wrong_names_except`: a list of attribute question types of the
+    world, and only with `keep_wrong_names` (without it no wrong name is kept anyway);
+    errors name the options as `option` and `needs`."""
     from mmsr.world.questions import FLAG, QUESTION_TYPES
 
+    if isinstance(qtypes, str):  # YAML `continent` for `[continent]`: not its letters
+        raise ValueError(f"{option}: a list of question types, not the string {qtypes!r}")
     if qtypes and not keep_wrong_names:
-        raise ValueError(
-            f"keep_wrong_names_except {list(qtypes)} needs keep_wrong_names: without it "
-            "no wrong name is kept"
-        )
+        raise ValueError(f"{option} {list(qtypes)} needs {needs}: without it no wrong name is kept")
     attributes = [t for t in QUESTION_TYPES if t != FLAG]
     unknown = [t for t in qtypes if t not in attributes]
     if unknown:
