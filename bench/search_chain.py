@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from mmsr.eval.samples import load_eval_samples
+from mmsr.rollout.forcing import ANSWER_WORDS
 from mmsr.world.load import load_world
 
 STEPS = (
@@ -82,9 +83,8 @@ def _repeats_a_query(record: dict, queries: list[str]) -> bool:
 
 def _named_before_search(turns: list[dict]) -> str:
     """The flag the first turn names ("This is the flag of Israel." -> "Israel"), or ""."""
-    said = (
-        re.search(r"This is the flag of (?:the )?([^.<]+)\.", turns[0]["text"]) if turns else None
-    )
+    naming = re.escape(ANSWER_WORDS) + r" (?:the )?([^.<]+)\."
+    said = re.search(naming, turns[0]["text"]) if turns else None
     return said.group(1).strip() if said else ""
 
 

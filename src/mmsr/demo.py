@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -373,7 +374,7 @@ def sft_config(
     trust_own_name: bool = True,
     decision: str = "flag",
     keep_wrong_names: bool = False,
-    keep_wrong_names_except: list[str] | None = None,
+    keep_wrong_names_except: Sequence[str] = (),
 ):
     """The nano_sft_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the
     policy at `start` (default `config.policy`); the replication sets its `answer_weight`,
@@ -392,7 +393,7 @@ def sft_config(
         trust_own_name=trust_own_name,
         decision=decision,
         keep_wrong_names=keep_wrong_names,
-        keep_wrong_names_except=list(keep_wrong_names_except or []),
+        keep_wrong_names_except=list(keep_wrong_names_except),
         search_config=config.search_config,
         model=_model_options(config, preset.model, start or config.policy),
         optim=_warm_up_within(preset.optim, config.sft_steps),
