@@ -416,6 +416,7 @@ def grpo_config(
     forced_answer: int = 0,
     forced_at: str = "action",
     draw: str = "shuffle",
+    seed: int | None = None,
 ):
     """The nano_cpu preset (`mmsr/configs/`) with the demo's sizes, starting from the policy
     at `start`; `data` and `search_penalty` are what the replication's ablations vary; the
@@ -424,7 +425,8 @@ def grpo_config(
     None: the preset's), the weight of the KL to the start (`kl_coef`;
     None: the preset's) and how many rollouts per group are forced to search first or to
     answer at once, and where (`forced_search`, `forced_answer`, `forced_at`: `GRPOOptions`),
-    and how the questions are drawn (`draw`: `GRPOConfig.draw`)."""
+    and how the questions are drawn (`draw`: `GRPOConfig.draw`); `seed` replaces the demo's
+    seed for this run's draws, rollouts and LoRA init (None: `config.seed`)."""
     from mmsr.train.config import GRPOConfig, load_config
 
     preset = load_config(GRPOConfig, "nano_cpu")
@@ -455,7 +457,14 @@ def grpo_config(
             temperature=preset.engine.temperature if temperature is None else temperature,
             sample_dtype=config.sample_dtype,
         ),
-        run=_run_options(config, preset.run, folder, tensorboard=False, save_every=2),
+        run=_run_options(
+            config,
+            preset.run,
+            folder,
+            tensorboard=False,
+            save_every=2,
+            seed=config.seed if seed is None else seed,
+        ),
     )
 
 
@@ -472,7 +481,7 @@ def _warm_up_within(optim, steps: int):
 
 
 def _run_options(config: DemoConfig, preset, folder: Path, **values):
-    return dataclasses.replace(preset, out=str(folder), seed=config.seed, **values)
+    return dataclasses.replace(preset, out=str(folder), **{"seed": config.seed, **values})
 
 
 # ------------------------------------------------------------------------- the summary

@@ -123,13 +123,14 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     # GRPO options: the balance and SFT stages stay, the GRPO runs and what they feed redo;
     # the GRPO runs train under them
     changed = tiny_config(tiny_qwen_vl_dir, out, grpo_steps=2, grpo_std_norm=False,
-                          grpo_kl_coef=0.05, grpo_std_floor=0.1, grpo_draw="by_type")  # fmt: skip
+                          grpo_kl_coef=0.05, grpo_std_floor=0.1, grpo_draw="by_type",
+                          grpo_seed=7)  # fmt: skip
     more = statuses(run_replication(changed, Console(quiet=True)))
     for run in ("grpo-main", "grpo-no-penalty"):
         resolved = yaml.safe_load((out / run / "config.yaml").read_text())
         assert resolved["steps"] == 2 and resolved["grpo"]["norm_adv_by_std"] is False
         assert resolved["grpo"]["kl_coef"] == 0.05 and resolved["grpo"]["adv_std_floor"] == 0.1
-        assert resolved["draw"] == "by_type"
+        assert resolved["draw"] == "by_type" and resolved["run"]["seed"] == 7
     redone = {name for name, status in more.items() if status == "ran"}
     assert {"The offline world", "Search tools"} < redone
     assert all(more[n] == "reused" for n in more if n.startswith(("Balance", "SFT")))
@@ -319,6 +320,9 @@ def test_bench_options_map_to_the_config(bench_script):
     with pytest.raises(ValueError, match="--grpo-forced-at 'start'"):
         ReplicateConfig(grpo_forced_at="start")
     assert bench.parse_args(["--grpo-draw", "by_type"])[0].grpo_draw == "by_type"
+    assert bench.parse_args(["--grpo-seed", "2"])[0].grpo_seed == 2
+    with pytest.raises(ValueError, match="--grpo-seed -1 must be >= 0"):
+        ReplicateConfig(grpo_seed=-1)
     with pytest.raises(ValueError, match="--grpo-draw 'types': choose one of"):
         ReplicateConfig(grpo_draw="types")
     with pytest.raises(ValueError, match="--grpo-forced-search 2 \\+ --grpo-forced-answer 2"):

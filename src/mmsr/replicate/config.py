@@ -176,6 +176,10 @@ class ReplicateConfig:
     over the question types). Nano decides to search by the question type (stop 33), and
     under 'shuffle' the types it must learn to search for (capital, currency, independence,
     largest city) came up in 14 of stop 33's 64 draws, against 24 for flag questions."""
+    grpo_seed: int | None = None
+    """Seed of GRPO's question draw, rollouts and LoRA init (`RunOptions.seed`) in every GRPO
+    run; None: `seed`. The balance sets, SFT scripts and evaluations keep `seed`, so runs
+    that differ only here measure how far GRPO alone moves the results from one SFT model."""
     max_new_tokens: int = 96
     """Tokens per model turn in GRPO rollouts and evaluations."""
     freeze_layers: int = 22
@@ -261,6 +265,8 @@ class ReplicateConfig:
                 "--grpo-forced-at reasoning forces the 'flag' decision's words; "
                 f"--sft-decision {self.sft_decision!r} decides attribute questions with others"
             )
+        if self.grpo_seed is not None and self.grpo_seed < 0:
+            raise ValueError(f"--grpo-seed {self.grpo_seed} must be >= 0")
         if self.grpo_draw not in DRAWS:
             raise ValueError(f"--grpo-draw {self.grpo_draw!r}: choose one of {DRAWS}")
         if self.grpo_lr <= 0:

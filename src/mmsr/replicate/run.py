@@ -164,7 +164,8 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                                 forced_search=(config.grpo_forced_search, 0),
                                 forced_answer=(config.grpo_forced_answer, 0),
                                 forced_at=(config.grpo_forced_at, "action"),
-                                draw=(config.grpo_draw, "shuffle"))}  # fmt: skip
+                                draw=(config.grpo_draw, "shuffle"),
+                                seed=(config.grpo_seed, None))}  # fmt: skip
         title = f"GRPO {name.removeprefix('grpo-')} ({kind} train, search penalty {penalty:g})"
         with clock.stage(number, title) as state:
             runs[name] = {"params": params, **training_stage(
@@ -173,7 +174,7 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
                 temperature=config.grpo_temperature, std_norm=config.grpo_std_norm,
                 std_floor=config.grpo_std_floor, kl_coef=config.grpo_kl_coef,
                 forced_search=config.grpo_forced_search, forced_answer=config.grpo_forced_answer,
-                forced_at=config.grpo_forced_at, draw=config.grpo_draw,
+                forced_at=config.grpo_forced_at, draw=config.grpo_draw, seed=config.grpo_seed,
             )}  # fmt: skip
         number += 1
 
