@@ -219,6 +219,11 @@ def test_targets_come_from_the_numbers():
     evals["main"]["rag"]["answered"] = 0.4
     target = compute_targets(evals)[0]
     assert target["met"] is None and "answered 40%" in target["vacuous"]
+    # a bound met exactly is met, though 0.4 + 0.2 > 0.6 in floats (6 of 10 against 4 of 10)
+    evals["main"].update(direct=metrics(0.4, 0.0), ondemand=metrics(0.6, 0.3))
+    assert 0.6 < 0.4 + 0.2 and compute_targets(evals)[1]["met"] is True
+    evals["main"]["ondemand"]["acc"] = 0.5
+    assert compute_targets(evals)[1]["met"] is False
 
 
 def test_shipped_sets_are_copied_only_under_the_same_params(tmp_path, monkeypatch):

@@ -52,6 +52,15 @@ MIN_BASELINE_ANSWERED = 0.5
 says nothing (nano after a short SFT, handed two searches' results, mostly never answers)."""
 
 
+TIE = 1e-9
+"""Rates are shares of whole questions, so a bound a rate meets exactly is met: in floats
+0.4 + 0.2 is above 0.6, which failed a 6-in-10 against 4-in-10 + 20 points (world:val)."""
+
+
+def _at_least(value: float, bound: float) -> bool:
+    return value >= bound - TIE
+
+
 def _target(
     name: str, rule: str, values: dict[str, float | None], met, vacuous: str | None = None
 ) -> dict[str, Any]:
@@ -96,7 +105,8 @@ def _beats_rag(evals: dict[str, Any], baseline: str, label: str) -> dict[str, An
             "sr_rag": _metric(evals, baseline, rag, "sr"),
         },
         lambda v: (
-            v["acc_ondemand"] >= v["acc_rag"] + 0.03 and v["sr_ondemand"] <= 0.5 * v["sr_rag"]
+            _at_least(v["acc_ondemand"], v["acc_rag"] + 0.03)
+            and _at_least(0.5 * v["sr_rag"], v["sr_ondemand"])
         ),
         _unanswered(evals, baseline, rag),
     )
@@ -112,7 +122,7 @@ def _beats_direct(evals: dict[str, Any], baseline: str, label: str) -> dict[str,
             "acc_ondemand": _metric(evals, "main", "ondemand", "acc"),
             "acc_direct": _metric(evals, baseline, "direct", "acc"),
         },
-        lambda v: v["acc_ondemand"] >= v["acc_direct"] + 0.20,
+        lambda v: _at_least(v["acc_ondemand"], v["acc_direct"] + 0.20),
         _unanswered(evals, baseline, "direct"),
     )
 
