@@ -457,14 +457,7 @@ def grpo_config(
             temperature=preset.engine.temperature if temperature is None else temperature,
             sample_dtype=config.sample_dtype,
         ),
-        run=_run_options(
-            config,
-            preset.run,
-            folder,
-            tensorboard=False,
-            save_every=2,
-            seed=config.seed if seed is None else seed,
-        ),
+        run=_run_options(config, preset.run, folder, seed, tensorboard=False, save_every=2),
     )
 
 
@@ -480,8 +473,10 @@ def _warm_up_within(optim, steps: int):
     return dataclasses.replace(optim, warmup_steps=min(optim.warmup_steps, steps - 1))
 
 
-def _run_options(config: DemoConfig, preset, folder: Path, **values):
-    return dataclasses.replace(preset, out=str(folder), **{"seed": config.seed, **values})
+def _run_options(config: DemoConfig, preset, folder: Path, seed: int | None = None, **values):
+    """The preset's run options writing into `folder`, seeded by `seed` (None: `config.seed`)."""
+    seed = config.seed if seed is None else seed
+    return dataclasses.replace(preset, out=str(folder), seed=seed, **values)
 
 
 # ------------------------------------------------------------------------- the summary
