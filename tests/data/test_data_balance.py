@@ -14,6 +14,7 @@ from mmsr.data.balance import (
     classify,
     embed_images,
     read_decisions,
+    recheck_with_search,
     redraw,
     stratified_sample,
     taxonomy_key,
@@ -163,3 +164,37 @@ def test_embedded_images_make_a_self_contained_parquet(tmp_path):
     assert back[0].images[0].bytes == buffer.getvalue()
     with pytest.raises(FileNotFoundError, match="sample q1: image 0"):
         embed_images(s)
+
+
+def test_a_later_model_drops_the_unanswerable_among_recorded_decisions():
+    """Step 3 by another model over recorded decisions: a seeded draw of the kept
+    search_required questions is checked, those it never gets right are dropped, the rest
+    are left out unchecked; then the draw to the ratio."""
+    samples = [sample(i) for i in range(12)]
+    config = BalanceConfig(k=2, threshold=1, rag_k=0, target_ratio=1.0)
+    recorded = build_balanced(samples, ScriptedAnswerer({"q0": 2, "q1": 2}, {}), config)
+    assert recorded.counts["output_categories"] == {"search_free": 2, "search_required": 2}
+
+    later = ScriptedAnswerer({}, {f"q{i}": 1 for i in range(2, 12, 2)})  # even ids answerable
+    checked = BalanceConfig(k=2, threshold=1, rag_k=1, target_ratio=1.0)
+    result = recheck_with_search(samples, recorded.decisions, later, checked, n_checked=6)
+    assert len(later.rag_asked) == 6 and not {"q0", "q1"} & set(later.rag_asked)
+    fates = {d.sample_id: d.fate for d in result.decisions}
+    for sid in later.rag_asked:
+        answerable = int(sid[1:]) % 2 == 0
+        kept = ("kept", "dropped_balance")
+        assert fates[sid] in (kept if answerable else ("dropped_unanswerable",))
+    assert sum(f == "unchecked" for f in fates.values()) == 4
+    assert {s.id for s in result.samples if s.category == "search_free"} == {"q0", "q1"}
+    required = [s.id for s in result.samples if s.category == "search_required"]
+    assert len(required) == 2 and all(int(sid[1:]) % 2 == 0 for sid in required)
+    assert result.counts["checked_with_search"] == 6 and result.counts["unchecked"] == 4
+    # the same draw again; the recorded decisions themselves are left as they were
+    same = ScriptedAnswerer({}, later.rag)
+    again = recheck_with_search(samples, recorded.decisions, same, checked, 6)
+    assert [s.id for s in again.samples] == [s.id for s in result.samples]
+    assert all(d.fate != "unchecked" for d in recorded.decisions)
+    with pytest.raises(ValueError, match="rag_k=0 must be >= 1"):
+        recheck_with_search(samples, recorded.decisions, later, config, 6)
+    with pytest.raises(ValueError, match="other questions"):
+        recheck_with_search(samples[1:], recorded.decisions, later, checked, 6)

@@ -39,8 +39,10 @@ def test_lenient_answer_reads_untagged_text():
 
 
 def test_k_answers_need_sampling():
-    with pytest.raises(ValueError, match="--temperature 0"):
-        EngineAnswerer(policy=None, tools=None, temperature=0)
+    with pytest.raises(ValueError, match="k=3: k answers must vary"):
+        EngineAnswerer(policy=None, tools=None, temperature=0).answer_with_search([], 3, 0)
+    with pytest.raises(ValueError, match="--temperature -1"):
+        EngineAnswerer(policy=None, tools=None, temperature=-1)
 
 
 def test_engine_answerer_tiny_policy(tiny_policy):
@@ -53,3 +55,8 @@ def test_engine_answerer_tiny_policy(tiny_policy):
     assert [len(a) for a in answers] == [3, 3]
     # the random model writes no tags; lenient answers are its (sampled) text
     assert all(a is None or isinstance(a, str) for group in answers for a in group)
+    # one greedy answer each (the SFT model's check of the train set): the same twice
+    greedy = EngineAnswerer(tiny_policy, None, EvalConfig(max_new_tokens=6), temperature=0)
+    once = greedy.answer_without_search(samples, k=1, seed=0)
+    assert [len(a) for a in once] == [1, 1]
+    assert greedy.answer_without_search(samples, k=1, seed=5) == once

@@ -289,6 +289,60 @@ def test_the_train_set_is_drawn_to_its_ratio_from_the_shipped_decisions(tmp_path
     assert replicate_run.shipped_decisions("train", other) is None
 
 
+def test_the_sft_model_drops_the_train_questions_search_does_not_answer(
+    tiny_qwen_vl_dir, tmp_path, monkeypatch
+):
+    """--train-rag-check: the SFT model's RAG answers over the train pool's search_required
+    questions (scripted here: right on every other one) decide which stay; the balanced
+    and unbalanced sets are drawn again from the survivors; a rerun reuses the stage."""
+    from mmsr.eval.answerer import EngineAnswerer
+    from mmsr.replicate.recheck import recheck_stage
+
+    config = ReplicateConfig(out=str(tmp_path), train_rag_check=12, max_new_tokens=4)
+    console = Console(record=True, width=200)
+    eye = replicate_run.eye_stage(config, tmp_path / "eye", console, {})
+    train = replicate_run.balance_stage(config, "train", tmp_path / "balance-train", eye, None,
+                                        console, {})  # fmt: skip
+    asked: list[list[str]] = []
+
+    def every_other(self, samples, k, seed):
+        assert k == 1 and self.temperature == 0  # once, greedy
+        asked.append([s.id for s in samples])
+        return [[s.answer if i % 2 == 0 else "nowhere"] for i, s in enumerate(samples)]
+
+    monkeypatch.setattr(EngineAnswerer, "answer_with_search", every_other)
+    folder = tmp_path / "balance-train-sft"
+    done = recheck_stage(config, folder, train, str(tiny_qwen_vl_dir), {"sft": 1}, None,
+                         console, {})  # fmt: skip
+    counts = done["counts"]
+    assert len(asked[0]) == 12 and counts["checked_with_search"] == 12
+    assert counts["dropped_unanswerable"] == 6
+    assert counts["output_categories"] == {"search_free": 6, "search_required": 6}  # ratio 1
+    answerable = set(asked[0][::2])
+    balanced = read_samples(folder / "balanced.parquet")
+    assert {s.id for s in balanced if s.category == "search_required"} == answerable
+    unbalanced = read_samples(folder / "unbalanced.parquet")
+    # the pool's mix after the check: 14 search_free against ~half of its 498 required;
+    # as many as the balanced set where enough survived (here 6 required)
+    mix = counts["unbalanced"]["output_categories"]
+    assert mix == {"search_free": 1, "search_required": 6} and len(unbalanced) == 7
+    assert {s.id for s in unbalanced if s.category == "search_required"} <= answerable
+    assert "6 dropped as unanswerable" in console.export_text()
+    assert recheck_stage(config, folder, train, str(tiny_qwen_vl_dir), {"sft": 1}, None,
+                         console, {}) == done and len(asked) == 1  # fmt: skip
+
+    monkeypatch.setattr(
+        EngineAnswerer,
+        "answer_with_search",
+        lambda self, samples, k, seed: [["nowhere"] for _ in samples],
+    )
+    with pytest.raises(ValueError, match="raise --train-rag-check"):
+        recheck_stage(dataclasses.replace(config, train_rag_check=3), folder, train,
+                      str(tiny_qwen_vl_dir), {"sft": 1}, None, console, {})  # fmt: skip
+    with pytest.raises(ValueError, match="--train-rag-check -1 must be >= 0"):
+        ReplicateConfig(train_rag_check=-1)
+
+
 def test_fresh_deletes_only_what_the_replication_wrote(tmp_path):
     for name in ("eye", "balance-train", "grpo-main/final", "eval/main-rag", "plots", "mine"):
         (tmp_path / name).mkdir(parents=True)
@@ -326,6 +380,7 @@ def test_bench_options_map_to_the_config(bench_script):
         ReplicateConfig(grpo_forced_at="start")
     assert bench.parse_args(["--grpo-draw", "by_type"])[0].grpo_draw == "by_type"
     assert bench.parse_args(["--grpo-seed", "2"])[0].grpo_seed == 2
+    assert bench.parse_args(["--train-rag-check", "96"])[0].train_rag_check == 96
     with pytest.raises(ValueError, match="--grpo-seed -1 must be >= 0"):
         ReplicateConfig(grpo_seed=-1)
     with pytest.raises(ValueError, match="--grpo-draw 'types': choose one of"):

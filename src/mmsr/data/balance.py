@@ -79,7 +79,7 @@ class Decision:
     right_without_search: int  # of k answers
     category: str  # "search_free" | "search_required"
     right_with_search: int | None = None  # of rag_k answers; None when RAG did not run
-    fate: str = "kept"  # "kept" | "dropped_unanswerable" | "dropped_balance"
+    fate: str = "kept"  # "kept" | "dropped_unanswerable" | "dropped_balance" | "unchecked"
 
 
 @dataclass
@@ -193,17 +193,53 @@ def redraw(
     """Step 4 again over recorded decisions (`read_decisions`): the same classification
     brought to `config.target_ratio` without asking any model. Questions dropped as
     unanswerable stay dropped; those the earlier draw left out compete again."""
-    ids = [s.id for s in samples]
-    if ids != [d.sample_id for d in decisions]:
+    decisions = _undrawn(samples, decisions)
+    balanced = rebalance(samples, decisions, config)
+    return BalanceResult(balanced, decisions, summarize(decisions, balanced, config))
+
+
+def _undrawn(samples: Sequence[Sample], decisions: Sequence[Decision]) -> list[Decision]:
+    """Copies of the recorded `decisions` of `samples` before step 4's draw: the questions
+    it left out are kept again."""
+    if [s.id for s in samples] != [d.sample_id for d in decisions]:
         raise ValueError(
             f"the recorded decisions are for other questions ({len(decisions)} decisions, "
             f"{len(samples)} questions, or another order): give the questions they were "
             "made for (the same --data and --limit)"
         )
-    decisions = [
+    return [
         dataclasses.replace(d, fate="kept" if d.fate == "dropped_balance" else d.fate)
         for d in decisions
     ]
+
+
+def recheck_with_search(
+    samples: Sequence[Sample],
+    decisions: Sequence[Decision],
+    answerer: Answerer,
+    config: BalanceConfig,
+    n_checked: int,
+) -> BalanceResult:
+    """Step 3 over recorded decisions, with another model than the preliminary one, then
+    step 4: `n_checked` of the kept search_required questions (a seeded draw) are
+    answered `config.rag_k` times in the RAG workflow and dropped when none is right; the
+    others are left out as `unchecked`. For a preliminary model that cannot run the
+    workflow (nano before SFT): the model trained to run it checks afterwards."""
+    if n_checked < 1:
+        raise ValueError(f"n_checked={n_checked} must be >= 1")
+    if config.rag_k < 1:
+        raise ValueError(f"balance option rag_k={config.rag_k} must be >= 1 to check anything")
+    decisions = _undrawn(samples, decisions)
+    required = [
+        i for i, d in enumerate(decisions) if d.category == "search_required" and d.fate == "kept"
+    ]
+    random.Random(config.seed).shuffle(required)
+    checked, unchecked = sorted(required[:n_checked]), required[n_checked:]
+    for index in unchecked:
+        decisions[index].fate = "unchecked"
+    chosen = [samples[i] for i in checked]
+    rag = answerer.answer_with_search(chosen, config.rag_k, config.seed + 1)
+    drop_unanswerable(chosen, [decisions[i] for i in checked], rag, config)
     balanced = rebalance(samples, decisions, config)
     return BalanceResult(balanced, decisions, summarize(decisions, balanced, config))
 
@@ -239,6 +275,8 @@ def summarize(
         "classified": dict(Counter(d.category for d in decisions)),
         "dropped_unanswerable": sum(d.fate == "dropped_unanswerable" for d in decisions),
         "dropped_balance": sum(d.fate == "dropped_balance" for d in decisions),
+        "checked_with_search": sum(d.right_with_search is not None for d in decisions),
+        "unchecked": sum(d.fate == "unchecked" for d in decisions),
         "output": len(balanced),
         "output_categories": {c: categories.get(c, 0) for c in ("search_free", "search_required")},
         "output_by_taxonomy": dict(sorted(Counter(taxonomy_key(s) for s in balanced).items())),

@@ -2,8 +2,9 @@
 
 Without search: the direct mode, sampled at `temperature` (k identical greedy answers
 would make the threshold meaningless). With search: the RAG workflow (`modes.RagForcer`),
-sampled too, so that k > 1 attempts differ. Each answer is one trajectory of a GRPO-style
-group of k (`RolloutEngine.rollout(samples, n=k)`).
+sampled too, so that k > 1 attempts differ; greedy (temperature 0) for a single answer.
+Each answer is one trajectory of a GRPO-style group of k (`RolloutEngine.rollout(samples,
+n=k)`).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class EngineAnswerer:
         temperature: float = 1.0,
         lenient: bool = False,
     ):
-        if temperature <= 0:
-            raise ValueError(f"--temperature {temperature} must be > 0: k answers must vary")
+        if temperature < 0:
+            raise ValueError(f"--temperature {temperature} must be >= 0 (0: greedy)")
         self.policy, self.tools = policy, tools
         self.config = config or EvalConfig()
         self.temperature = temperature
@@ -64,6 +65,8 @@ class EngineAnswerer:
     def _answers(self, mode: str, samples: Sequence[Sample], k: int, seed: int) -> Answers:
         from mmsr.rollout.engine import RolloutEngine
 
+        if k > 1 and self.temperature == 0:
+            raise ValueError(f"--temperature 0 (greedy) with k={k}: k answers must vary")
         config = replace(self.config, mode=mode, temperature=self.temperature, seed=seed)
         out: Answers = []
         for start in range(0, len(samples), config.batch_size):

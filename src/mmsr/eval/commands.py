@@ -208,7 +208,7 @@ def balance_to_parquet(
 
     samples = [embed_images(s, base_dir) for s in samples]  # a self-contained output
     answerer = EngineAnswerer(policy, tools, eval_config, temperature=temperature, lenient=lenient)
-    return _write_balanced(build_balanced(samples, answerer, balance), Path(out))
+    return write_balanced(build_balanced(samples, answerer, balance), Path(out))
 
 
 def redraw_to_parquet(
@@ -219,10 +219,10 @@ def redraw_to_parquet(
     from mmsr.data.balance import embed_images, read_decisions, redraw
 
     samples = [embed_images(s, base_dir) for s in samples]
-    return _write_balanced(redraw(samples, read_decisions(decisions), balance), Path(out))
+    return write_balanced(redraw(samples, read_decisions(decisions), balance), Path(out))
 
 
-def _write_balanced(result, out: Path) -> dict[str, Any]:
+def write_balanced(result, out: Path) -> dict[str, Any]:
     """The balanced parquet `out` and its `<out>.balance.json`; the counts."""
     from mmsr.data.balance import write_decisions
     from mmsr.data.io import write_samples

@@ -81,6 +81,13 @@ class ReplicateConfig:
     """How a preliminary answer is judged right ('em' or 'subem'; subem suits sentences)."""
     balance_max_new_tokens: int = 32
     """Tokens per turn of the preliminary model's answers."""
+    train_rag_check: int = 0
+    """After SFT, the SFT model answers this many of the train pool's search_required
+    questions (a seeded draw) once, greedy, in the RAG workflow; those it gets wrong (exact
+    match, as GRPO's reward) are dropped and the GRPO runs train on sets drawn again from
+    the rest (`mmsr.replicate.recheck`: the FVQA method's drop of the unanswerable, which
+    nano before SFT cannot run; ~7 min for 96). 0: off, GRPO trains on the balance
+    stage's sets."""
     sft_steps: int = 80
     """SFT optimizer steps of 8 trajectories. The demo's 10 steps (loss still 0.43 and
     falling) left nano unable to answer after search results: it never searched at T = 0
@@ -225,6 +232,8 @@ class ReplicateConfig:
                 f"--balance-threshold {self.balance_threshold} must be <= --balance-k "
                 f"{self.balance_k}"
             )
+        if self.train_rag_check < 0:
+            raise ValueError(f"--train-rag-check {self.train_rag_check} must be >= 0 (0: off)")
         if self.balance_rag_k < 0:
             raise ValueError(f"--balance-rag-k {self.balance_rag_k} must be >= 0")
         if not self.sft_answer_weight > 0:

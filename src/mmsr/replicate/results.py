@@ -337,15 +337,18 @@ def render_markdown(results: dict[str, Any], out: Path) -> str:
               "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for split, counts in balance.items():
         c = counts["output_categories"]
+        name = split
+        if split == "train-checked":  # --train-rag-check: what GRPO trained on
+            name = f"train, {counts['checked_with_search']} checked by the SFT model's RAG"
         lines.append(
-            f"| balanced {split} | {counts['input']} | {counts['output']} | {c['search_free']} "
+            f"| balanced {name} | {counts['input']} | {counts['output']} | {c['search_free']} "
             f"| {c['search_required']} | {counts['dropped_unanswerable']} |"
         )
         if "unbalanced" in counts:
             u = counts["unbalanced"]
             mix = u["output_categories"]
             lines.append(
-                f"| unbalanced {split} | {counts['input']} | {u['output']} | "
+                f"| unbalanced {name} | {counts['input']} | {u['output']} | "
                 f"{mix['search_free']} | {mix['search_required']} | - |"
             )
     temperature = config.get("grpo_temperature", 1.0)

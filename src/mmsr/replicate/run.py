@@ -9,6 +9,9 @@ the stage and everything downstream of it, and nothing else):
          │                 └─ grpo-unbalanced ───────────┤
          └─ sft ───────────┴─ (start of every GRPO run) ─┘
 
+With `--train-rag-check N` the SFT model checks the train pool with search after SFT
+(`balance-train-sft`, `mmsr.replicate.recheck`) and the GRPO runs train on its sets.
+
 SFT uses world-synthesised trajectories over world:train as the demo does (the SFT code
 synthesises from world splits only), so it does not depend on balancing.
 """
@@ -57,8 +60,8 @@ from mmsr.stages import (
 )
 
 RESULTS_FILES = ("results.md", "results.json", "plots", STAGE_TIMES_FILE)
-STAGE_FOLDERS = ("eye", "balance-test", "balance-train", "sft", "grpo-main",
-                 "grpo-no-penalty", "grpo-unbalanced", "eval")  # fmt: skip
+STAGE_FOLDERS = ("eye", "balance-test", "balance-train", "sft", "balance-train-sft",
+                 "grpo-main", "grpo-no-penalty", "grpo-unbalanced", "eval")  # fmt: skip
 BALANCED, UNBALANCED = "balanced.parquet", "unbalanced.parquet"
 # The default balanced sets: the balance stages' folders of a full run (docs/RESULTS.md).
 SHIPPED_SETS = Path(__file__).parent / "sets"
@@ -146,6 +149,15 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
     number += 1
 
     train = balance["train"]
+    if config.train_rag_check:
+        from mmsr.replicate.recheck import FOLDER, recheck_stage
+
+        title = "Drop the train questions the SFT model cannot answer with search"
+        with clock.stage(number, title) as state:
+            train = recheck_stage(config, out / FOLDER, train, sft["model"], sft_params,
+                                  tools, console, state)  # fmt: skip
+        balance["train-checked"] = train
+        number += 1
     grpo_runs = {"grpo-main": (train["balanced"], config.search_penalty, "balanced")}
     if config.ablations:
         grpo_runs["grpo-no-penalty"] = (train["balanced"], 0.0, "balanced")
@@ -483,14 +495,20 @@ def write_unbalanced(samples, balanced: Path, out: Path, n: int, seed: int) -> d
     unbalanced ablation's train set, the same size as the balanced one. Each keeps the
     category its balancing decision gave it, so the mix can be reported."""
     from mmsr.data.balance import embed_images
-    from mmsr.data.io import write_samples
 
     decisions = json.loads(balanced.with_suffix(".balance.json").read_text(encoding="utf-8"))
     category = {d["sample_id"]: d["category"] for d in decisions["decisions"]}
     chosen = random.Random(seed).sample(list(samples), min(n, len(samples)))
-    chosen = [dataclasses.replace(embed_images(s), category=category.get(s.id)) for s in chosen]
-    write_samples(chosen, out)
-    mix = {c: sum(s.category == c for s in chosen) for c in ("search_free", "search_required")}
+    return write_mix([embed_images(s) for s in chosen], category, out)
+
+
+def write_mix(chosen: list, categories: dict[str, str], out: Path) -> dict[str, Any]:
+    """The parquet `out` of the `chosen` samples, each with its category; their counts."""
+    from mmsr.data.io import write_samples
+
+    write_samples([dataclasses.replace(s, category=categories.get(s.id)) for s in chosen], out)
+    mix = {c: sum(categories.get(s.id) == c for s in chosen)
+           for c in ("search_free", "search_required")}  # fmt: skip
     return {"output": len(chosen), "output_categories": mix}
 
 
