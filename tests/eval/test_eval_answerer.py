@@ -60,3 +60,21 @@ def test_engine_answerer_tiny_policy(tiny_policy):
     once = greedy.answer_without_search(samples, k=1, seed=0)
     assert [len(a) for a in once] == [1, 1]
     assert greedy.answer_without_search(samples, k=1, seed=5) == once
+
+
+@pytest.mark.parametrize("reasoning", ["fixed", "model"])
+def test_greedy_rag_answers_are_the_evaluations(tiny_policy, reasoning):
+    """One greedy RAG answer each is what `mmsr eval --mode rag` answers with the same
+    options: the answerer runs the workflow the config names (fixed or own reasoning)."""
+    from mmsr.eval.modes import EvalConfig, trajectories_for
+    from mmsr.eval.samples import load_eval_samples
+
+    samples = load_eval_samples("world:val", limit=2)
+    config = EvalConfig(mode="rag", max_new_tokens=5, rag_query="model", rag_reasoning=reasoning)
+    # lenient: the last turn's text, forced reasoning included (the tiny model's answer
+    # tags are rare)
+    answerer = EngineAnswerer(tiny_policy, None, config, temperature=0, lenient=True)
+    evaluated = trajectories_for(tiny_policy, None, samples, config)
+    answers = answerer.answer_with_search(samples, k=1, seed=0)
+    assert answers == [[lenient_answer(t)] for t in evaluated] and answers[0][0]
+

@@ -1,7 +1,7 @@
 """The `mmsr.data.balance.Answerer` backed by the rollout engine (the preliminary model).
 
 Without search: the direct mode, sampled at `temperature` (k identical greedy answers
-would make the threshold meaningless). With search: the RAG workflow (`modes.RagForcer`),
+would make the threshold meaningless). With search: the RAG workflow (`modes.rag_forcer`),
 sampled too, so that k > 1 attempts differ; greedy (temperature 0) for a single answer.
 Each answer is one trajectory of a GRPO-style group of k (`RolloutEngine.rollout(samples,
 n=k)`).
@@ -16,7 +16,7 @@ from typing import Any
 
 from mmsr.data.balance import Answers
 from mmsr.data.record import Sample
-from mmsr.eval.modes import EvalConfig, RagForcer, engine_config
+from mmsr.eval.modes import EvalConfig, engine_config, rag_forcer
 
 _TAG = re.compile(r"</?[a-z_]+>")
 
@@ -54,6 +54,7 @@ class EngineAnswerer:
         config: EvalConfig | None = None,
         temperature: float = 1.0,
         lenient: bool = False,
+        console=None,
     ):
         if temperature < 0:
             raise ValueError(f"--temperature {temperature} must be >= 0 (0: greedy)")
@@ -61,33 +62,41 @@ class EngineAnswerer:
         self.config = config or EvalConfig()
         self.temperature = temperature
         self.lenient = lenient  # see `lenient_answer`
+        self.console = console  # a progress bar there when it is a terminal
 
     def _answers(self, mode: str, samples: Sequence[Sample], k: int, seed: int) -> Answers:
-        from mmsr.rollout.engine import RolloutEngine
+        from rich.progress import Progress
 
         if k > 1 and self.temperature == 0:
             raise ValueError(f"--temperature 0 (greedy) with k={k}: k answers must vary")
         config = replace(self.config, mode=mode, temperature=self.temperature, seed=seed)
         out: Answers = []
-        for start in range(0, len(samples), config.batch_size):
-            batch = list(samples[start : start + config.batch_size])
-            forcer = RagForcer(
-                self.policy.tokenizer, batch, config.rag_query, config.max_new_tokens
-            )
-            engine = RolloutEngine(
-                self.policy,
-                self.tools,
-                engine_config(
-                    config,
-                    batch_size=config.batch_size * k,
-                    max_new_tokens=forcer.budget(config.max_new_tokens),
-                ),
-                forcer=forcer if mode == "rag" else None,
-            )
-            # Seeds differ per batch; within one, the engine seeds each (group, sample).
-            trajectories = engine.rollout(batch, n=k, seed=seed + start)
-            out += answers_by_group(trajectories, len(batch), self.lenient)
+        show = self.console is not None and self.console.is_terminal
+        with Progress(console=self.console, transient=True, disable=not show) as progress:
+            task = progress.add_task(f"{mode} answers x{k}", total=len(samples))
+            for start in range(0, len(samples), config.batch_size):
+                batch = list(samples[start : start + config.batch_size])
+                # Seeds differ per batch; within one, the engine seeds each (group, sample).
+                out += self._batch(mode, config, batch, k, seed + start)
+                progress.advance(task, len(batch))
         return out
+
+    def _batch(self, mode: str, config: EvalConfig, batch: list[Sample], k: int, seed: int):
+        from mmsr.rollout.engine import RolloutEngine
+
+        forcer = rag_forcer(self.policy.tokenizer, batch, config)  # its `rag_reasoning`
+        engine = RolloutEngine(
+            self.policy,
+            self.tools,
+            engine_config(
+                config,
+                batch_size=config.batch_size * k,
+                max_new_tokens=forcer.budget(config.max_new_tokens),
+            ),
+            forcer=forcer if mode == "rag" else None,
+        )
+        trajectories = engine.rollout(batch, n=k, seed=seed)
+        return answers_by_group(trajectories, len(batch), self.lenient)
 
     def answer_without_search(self, samples: Sequence[Sample], k: int, seed: int) -> Answers:
         return self._answers("direct", samples, k, seed)

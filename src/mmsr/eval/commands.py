@@ -182,8 +182,9 @@ def run_balance(
     tools = _tools("rag", search_config, needs_search=balance.rag_k > 0)
     try:
         counts = balance_to_parquet(
-            samples, policy, tools, out, balance, eval_config, temperature, lenient
-        )
+            samples, policy, tools, out, balance, eval_config, temperature, lenient,
+            console=console,
+        )  # fmt: skip
     finally:
         tools.close()
     return {**counts, "model": str(model)}
@@ -199,15 +200,19 @@ def balance_to_parquet(
     temperature: float = 1.0,
     lenient: bool = False,
     base_dir: Path | None = None,
+    console=None,
 ) -> dict[str, Any]:
     """Balance `samples` with `policy` as the preliminary model; writes the FVQA parquet
     `out` (images embedded) and its `<out>.balance.json` decisions; returns the counts.
-    `base_dir`: where relative image paths of the samples are resolved."""
+    `base_dir`: where relative image paths of the samples are resolved; `console`: where
+    the answers' progress bars go."""
     from mmsr.data.balance import build_balanced, embed_images
     from mmsr.eval.answerer import EngineAnswerer
 
     samples = [embed_images(s, base_dir) for s in samples]  # a self-contained output
-    answerer = EngineAnswerer(policy, tools, eval_config, temperature=temperature, lenient=lenient)
+    answerer = EngineAnswerer(
+        policy, tools, eval_config, temperature=temperature, lenient=lenient, console=console
+    )
     return write_balanced(build_balanced(samples, answerer, balance), Path(out))
 
 

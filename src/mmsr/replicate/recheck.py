@@ -84,7 +84,8 @@ def recheck_stage(
     answer = EvalConfig(max_new_tokens=config.max_new_tokens, seed=config.seed,
                         rag_query="model", rag_reasoning="model",
                         sample_dtype=config.sample_dtype)  # fmt: skip
-    answerer = EngineAnswerer(load(model, config, console), tools, answer, temperature=0)
+    policy = load(model, config, console)
+    answerer = EngineAnswerer(policy, tools, answer, temperature=0, console=console)
     result = recheck_with_search(samples, recorded, answerer, balance, config.train_rag_check)
     if not result.counts["output_categories"]["search_required"]:
         raise ValueError(

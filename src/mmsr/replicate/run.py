@@ -418,7 +418,8 @@ def balance_stage(
             policy = load(eye["policy"], config, console)
             answer = EvalConfig(max_new_tokens=config.balance_max_new_tokens, seed=config.seed)
             counts = balance_to_parquet(samples, policy, tools, folder / BALANCED, balance,
-                                        answer, lenient=config.balance_lenient)  # fmt: skip
+                                        answer, lenient=config.balance_lenient,
+                                        console=console)  # fmt: skip
     except RuntimeError as err:  # nothing survived: an options problem, named as ours
         raise ValueError(
             f"balancing world:{split}: {err}. Options here: --balance-threshold, "
