@@ -77,4 +77,3 @@ def test_greedy_rag_answers_are_the_evaluations(tiny_policy, reasoning):
     evaluated = trajectories_for(tiny_policy, None, samples, config)
     answers = answerer.answer_with_search(samples, k=1, seed=0)
     assert answers == [[lenient_answer(t)] for t in evaluated] and answers[0][0]
-

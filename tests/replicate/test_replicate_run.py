@@ -38,7 +38,7 @@ def statuses(results) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_path):
+def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_path, monkeypatch):
     out = tmp_path / "rep"
     console = Console(record=True, width=200)
     results = run_replication(tiny_config(tiny_qwen_vl_dir, out), console)
@@ -147,6 +147,27 @@ def test_replication_runs_every_stage_then_reuses_them(tiny_qwen_vl_dir, tmp_pat
     resolved = yaml.safe_load((out / "sft" / "config.yaml").read_text())
     assert resolved["answer_weight"] == 3.0 and resolved["trust_own_name"] is False
     assert resolved["decision"] == "fact"
+
+    # --train-rag-check: after SFT the SFT model checks the train pool with search (scripted
+    # here: the tiny model has no tools), and every GRPO run trains on the checked sets
+    from mmsr.eval.answerer import EngineAnswerer
+
+    monkeypatch.setattr(
+        EngineAnswerer,
+        "answer_with_search",
+        lambda self, samples, k, seed: [[s.answer] for s in samples],
+    )
+    checked = dataclasses.replace(weighted, train_rag_check=2)
+    results = run_replication(checked, Console(quiet=True))
+    redo = statuses(results)
+    assert redo["Drop the train questions the SFT model cannot answer with search"] == "ran"
+    assert all(redo[n] == "reused" for n in redo if n.startswith(("Balance", "SFT")))
+    assert all(redo[n] == "ran" for n in redo if n.startswith("GRPO"))
+    for run, data in (("grpo-main", "balanced"), ("grpo-unbalanced", "unbalanced")):
+        resolved = yaml.safe_load((out / run / "config.yaml").read_text())
+        assert resolved["data"] == str(out / "balance-train-sft" / f"{data}.parquet")
+    assert results["balance"]["train-checked"]["checked_with_search"] == 2
+    assert "checked by the SFT model's RAG" in (out / "results.md").read_text()
 
 
 def test_the_question_as_query_rag_is_evaluated_on_request():
