@@ -30,10 +30,8 @@ from typing import Any
 from rich.console import Console
 
 from mmsr.replicate.config import ReplicateConfig
+from mmsr.replicate.run import BALANCED, UNBALANCED, balance_config, load, write_mix
 from mmsr.stages import begin, finish, reuse
-
-FOLDER = "balance-train-sft"
-BALANCED, UNBALANCED = "balanced.parquet", "unbalanced.parquet"
 
 
 def recheck_params(
@@ -65,7 +63,6 @@ def recheck_stage(
     from mmsr.eval.commands import write_balanced
     from mmsr.eval.modes import EvalConfig
     from mmsr.eval.samples import load_eval_samples
-    from mmsr.replicate.run import balance_config, load, write_mix
 
     params = recheck_params(config, train, sft_params)
     if (done := reuse(folder, params, console, state, BALANCED)) is not None:
@@ -73,8 +70,7 @@ def recheck_stage(
         return done
     begin(folder, params, console)
     started = time.monotonic()
-    samples = [embed_images(s) for s in load_eval_samples(
-        "world:train", config.train_pool, shuffle_seed=config.seed)]  # fmt: skip
+    samples = load_eval_samples("world:train", config.train_pool, shuffle_seed=config.seed)
     recorded = read_decisions(Path(train["balanced"]).with_suffix(".balance.json"))
     balance = dataclasses.replace(balance_config(config, "train"), rag_k=1, match="em")
     console.print(
@@ -93,14 +89,15 @@ def recheck_stage(
             "search_required train questions it checked with search: raise --train-rag-check "
             "or leave it at 0"
         )
+    # Only the questions written carry their image bytes (the parquets are self-contained).
+    result.samples = [embed_images(s) for s in result.samples]
     counts = write_balanced(result, folder / BALANCED)
     survivors = [s for s, d in zip(samples, result.decisions, strict=True)
                  if d.fate in ("kept", "dropped_balance")]  # fmt: skip
     categories = {d.sample_id: d.category for d in result.decisions}
+    unbalanced = unbalanced_mix(survivors, categories, result.counts, counts["output"], config.seed)
     counts["unbalanced"] = write_mix(
-        unbalanced_mix(survivors, categories, result.counts, counts["output"], config.seed),
-        categories,
-        folder / UNBALANCED,
+        [embed_images(s) for s in unbalanced], categories, folder / UNBALANCED
     )
     print_recheck(counts, console)
     record = {"balanced": str(folder / BALANCED), "unbalanced": str(folder / UNBALANCED),

@@ -60,7 +60,8 @@ from mmsr.stages import (
 )
 
 RESULTS_FILES = ("results.md", "results.json", "plots", STAGE_TIMES_FILE)
-STAGE_FOLDERS = ("eye", "balance-test", "balance-train", "sft", "balance-train-sft",
+CHECKED_TRAIN = "balance-train-sft"  # --train-rag-check's stage (mmsr.replicate.recheck)
+STAGE_FOLDERS = ("eye", "balance-test", "balance-train", "sft", CHECKED_TRAIN,
                  "grpo-main", "grpo-no-penalty", "grpo-unbalanced", "eval")  # fmt: skip
 BALANCED, UNBALANCED = "balanced.parquet", "unbalanced.parquet"
 # The default balanced sets: the balance stages' folders of a full run (docs/RESULTS.md).
@@ -150,11 +151,11 @@ def _train_and_evaluate(config, out: Path, eye, tools, clock: StageClock, consol
 
     train = balance["train"]
     if config.train_rag_check:
-        from mmsr.replicate.recheck import FOLDER, recheck_stage
+        from mmsr.replicate.recheck import recheck_stage
 
         title = "Drop the train questions the SFT model cannot answer with search"
         with clock.stage(number, title) as state:
-            train = recheck_stage(config, out / FOLDER, train, sft["model"], sft_params,
+            train = recheck_stage(config, out / CHECKED_TRAIN, train, sft["model"], sft_params,
                                   tools, console, state)  # fmt: skip
         balance["train-checked"] = train
         number += 1
